@@ -1,0 +1,175 @@
+// Command nodeagent is the per-node agent: it runs the features listed in
+// features.go under one supervisor, configured by one file.
+//
+//	nodeagent [flags]                 run the agent
+//	nodeagent config validate FILE    check a config file; exit 1 naming every bad key
+//	nodeagent config default          print the built-in default config
+//	nodeagent version                 print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/agent/hostexec"
+	"github.com/nodeagent/nodeagent/agent/hostpath"
+	"github.com/nodeagent/nodeagent/agent/kube"
+	"github.com/nodeagent/nodeagent/deploy"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// exit codes
+const (
+	exitRuntime = 1 // the agent failed while running
+	exitUsage   = 2 // bad flags or config
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "config":
+			return configCmd(args[1:], stdout, stderr)
+		case "version":
+			fmt.Fprintln(stdout, versionString())
+			return 0
+		}
+	}
+	fs := flag.NewFlagSet("nodeagent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configPath  = fs.String("config", "", "config file, polled for changes (default: the built-in default config)")
+		nodeName    = fs.String("node-name", os.Getenv("NODE_NAME"), "Kubernetes node this agent runs on (default $NODE_NAME, else the hostname)")
+		hostRoot    = fs.String("host-root", "/", "where the host's / is mounted (e.g. /host in the DaemonSet)")
+		metricsAddr = fs.String("metrics-addr", ":9910", "address for /metrics, /healthz and /readyz (\"\" = off)")
+		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat   = fs.String("log-format", "json", "json or text")
+		kubeconfig  = fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster config; none outside a pod = no Kubernetes)")
+		showVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: nodeagent [flags]\n       nodeagent config validate FILE | config default\n       nodeagent version\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nodeagent: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "nodeagent: %v\n", err)
+		return exitUsage
+	}
+	if *nodeName == "" {
+		*nodeName, _ = os.Hostname()
+	}
+
+	restCfg, err := kube.RESTConfig(*kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "nodeagent: --kubeconfig: %v\n", err)
+		return exitUsage
+	}
+	var kc *kube.Client
+	if restCfg != nil {
+		cs, err := kubernetes.NewForConfig(restCfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "nodeagent: kubernetes client: %v\n", err)
+			return exitUsage
+		}
+		kc = kube.New(cs, *nodeName, log.With("component", "kube"))
+	}
+
+	a, err := agent.New(agent.Options{
+		ConfigPath:    *configPath,
+		DefaultConfig: deploy.DefaultConfig,
+		Specs:         features(),
+		NodeName:      *nodeName,
+		Host:          hostpath.New(*hostRoot),
+		Exec:          hostexec.Exec{},
+		Log:           log,
+		MetricsAddr:   *metricsAddr,
+		Version:       version,
+		Kube:          kc,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "nodeagent: %v\n", err)
+		return exitUsage
+	}
+	if err := a.Run(ctx); err != nil {
+		log.Error("agent failed", "err", err)
+		return exitRuntime
+	}
+	return 0
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 1 && args[0] == "default":
+		_, _ = stdout.Write(deploy.DefaultConfig)
+		return 0
+	case len(args) == 2 && args[0] == "validate":
+		data, err := os.ReadFile(args[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "nodeagent: %v\n", err)
+			return exitUsage
+		}
+		fc, err := agent.LoadConfig(data, features())
+		if err != nil {
+			fmt.Fprintf(stderr, "%s is invalid:\n%v\n", args[1], err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s is valid (hash %s)\n", args[1], fc.Hash)
+		return 0
+	}
+	fmt.Fprintln(stderr, "usage: nodeagent config validate FILE | nodeagent config default")
+	return exitUsage
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: must be debug, info, warn or error, got %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: must be json or text, got %q", format)
+}
+
+func versionString() string {
+	return fmt.Sprintf("nodeagent %s %s %s/%s", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
