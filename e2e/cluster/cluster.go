@@ -82,6 +82,8 @@ type Cluster struct {
 	pki                *pki
 	procs              []*proc
 	snapshot           dirSnapshot
+	sysctls            map[string]string
+	madeRootShared     bool
 	cniConfDir         string
 	apiPort, etcdPort  int
 	kubeletPort        int
@@ -155,6 +157,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c.Dir = dir
 	c.snapshot = snapshotDirs()
+	c.sysctls = readSysctls()
 	t.Cleanup(c.teardown)
 
 	start := time.Now()
@@ -498,6 +501,12 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 			}
 		}
 		return false, errors.New("node has no Ready condition yet")
+	}); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "service account default/default", time.Minute, kcm, func() (bool, error) {
+		_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, err
 	}); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 // later run can recognise what an earlier one left behind.
 const (
 	dirPrefix   = "nodeagent-e2e-"
-	dummyIf     = "nae2e-dummy"
+	dummyIf     = "nae2e-host"
 	bridgeIf    = "nae2e-br0"
 	cniNetwork  = "nodeagent-e2e"
 	guardChain  = "NODEAGENT-E2E"
@@ -45,6 +45,44 @@ var watchedDirs = []string{
 	"/var/lib/kubelet",
 	"/var/lib/containerd",
 	"/run/kubernetes",
+	// hostPath volumes of the nodeagent DaemonSet (DirectoryOrCreate).
+	"/mnt/nodeagent",
+	"/var/lib/nodeagent",
+}
+
+// Kernel parameters the kubelet sets on start (protectKernelDefaults=false);
+// Start records them and teardown puts the old values back.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory",
+	"vm/panic_on_oom",
+	"kernel/panic",
+	"kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys",
+	"kernel/keys/root_maxbytes",
+}
+
+func readSysctls() map[string]string {
+	m := map[string]string{}
+	for _, k := range kubeletSysctls {
+		if b, err := os.ReadFile(filepath.Join("/proc/sys", k)); err == nil {
+			m[k] = strings.TrimSpace(string(b))
+		}
+	}
+	return m
+}
+
+func restoreSysctls(old map[string]string) []error {
+	var errs []error
+	for k, v := range old {
+		p := filepath.Join("/proc/sys", k)
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == v {
+			continue
+		}
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restore sysctl %s=%s: %w", k, v, err))
+		}
+	}
+	return errs
 }
 
 // dirSnapshot remembers which watched directories existed and what they held.
@@ -440,4 +478,30 @@ func staleState(ctx context.Context) []string {
 		}
 	}
 	return stale
+}
+
+// rootIsShared reports whether / is a shared mount (peer group), as systemd
+// makes it on real nodes. The kubelet's Bidirectional and HostToContainer
+// volume propagation needs that.
+func rootIsShared() (bool, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 || f[4] != "/" {
+			continue
+		}
+		for _, opt := range f[6:] {
+			if opt == "-" {
+				break
+			}
+			if strings.HasPrefix(opt, "shared:") {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	return false, errors.New("/ not found in mountinfo")
 }

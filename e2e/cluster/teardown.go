@@ -34,7 +34,8 @@ func runStdin(ctx context.Context, timeout time.Duration, stdin, name string, ar
 // guard that drops anything the pod subnet sends outside itself.
 func (c *Cluster) hostNetworkUp(ctx context.Context) error {
 	steps := [][]string{
-		{"ip", "link", "add", dummyIf, "type", "dummy"},
+		// No dummy module in some kernels: an empty bridge does the same job.
+		{"ip", "link", "add", dummyIf, "type", "bridge"},
 		{"ip", "addr", "add", c.NodeIP + "/32", "dev", dummyIf},
 		{"ip", "addr", "add", kubernetesSvcIP + "/32", "dev", dummyIf},
 		{"ip", "link", "set", dummyIf, "up"},
@@ -43,6 +44,18 @@ func (c *Cluster) hostNetworkUp(ctx context.Context) error {
 	c.hostNetUp = true
 	for _, s := range steps {
 		if _, err := run(ctx, 30*time.Second, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	// Like systemd on a real node: / shared, so that mount propagation into
+	// and out of pods works. Teardown makes it private again.
+	shared, err := rootIsShared()
+	if err != nil {
+		return err
+	}
+	if !shared {
+		c.madeRootShared = true
+		if _, err := run(ctx, 30*time.Second, "mount", "--make-rshared", "/"); err != nil {
 			return err
 		}
 	}
@@ -122,6 +135,12 @@ func (c *Cluster) teardown() {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.snapshot.restore()...)
+	errs = append(errs, restoreSysctls(c.sysctls)...)
+	if c.madeRootShared {
+		if _, err := run(ctx, 30*time.Second, "mount", "--make-rprivate", "/"); err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	// Networking: the kubelet's KUBE-* chains, CNI-* chains, ours; then
 	// conntrack entries for our addresses; then the interfaces.
