@@ -190,6 +190,8 @@ func LoadConfig(data []byte, specs []Spec) (*FileConfig, error) {
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			key, val := root.Content[i].Value, root.Content[i+1]
 			switch f, ok := fc.Features[key]; {
+			case config.FirstLine(root, i) != 0:
+				errs.Addf(key, "duplicate key (line %d; first on line %d)", root.Content[i].Line, config.FirstLine(root, i))
 			case key == "agent":
 				errs.Add("", config.Decode(val, &fc.Agent, "agent"))
 			case ok:

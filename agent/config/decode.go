@@ -88,6 +88,18 @@ func decode(node *yaml.Node, v reflect.Value, path string, errs *Errors) {
 	}
 }
 
+// FirstLine returns the line of an earlier key equal to the key at
+// m.Content[i] of mapping m, or 0 when it is the first. yaml.v3 checks
+// duplicates only when it decodes into maps, so a node walk must do it.
+func FirstLine(m *yaml.Node, i int) int {
+	for j := 0; j < i; j += 2 {
+		if m.Content[j].Value == m.Content[i].Value {
+			return m.Content[j].Line
+		}
+	}
+	return 0
+}
+
 // needsWalk reports whether values of t contain structs, whose keys must be
 // checked one by one.
 func needsWalk(t reflect.Type) bool {
@@ -106,6 +118,10 @@ func decodeStruct(node *yaml.Node, v reflect.Value, path string, errs *Errors) {
 	collectFields(v, fields)
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		key, val := node.Content[i], node.Content[i+1]
+		if first := FirstLine(node, i); first != 0 {
+			errs.Addf(JoinPath(path, key.Value), "duplicate key (line %d; first on line %d)", key.Line, first)
+			continue
+		}
 		f, ok := fields[key.Value]
 		if !ok {
 			errs.Addf(JoinPath(path, key.Value), "unknown key (line %d)%s", key.Line, suggest(key.Value, fields))

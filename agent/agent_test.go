@@ -1,0 +1,366 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/nodeagent/nodeagent/agent/kube"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// client-go's klog flush daemon lives for the process.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+	)
+}
+
+// fast makes the agent poll and back off in milliseconds.
+const fast = `
+agent:
+  reloadInterval: 20ms
+  restart: {initialBackoff: 10ms, maxBackoff: 40ms, resetAfter: 1h}
+  readiness: {gatingFeatures: [alpha], checkInterval: 20ms}
+`
+
+type harness struct {
+	a      *Agent
+	reg    *prometheus.Registry
+	alpha  *counters
+	beta   *counters
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs an agent on the config file at path (or data, if path is "").
+func start(t *testing.T, path string, data string, k *kube.Client) *harness {
+	t.Helper()
+	h := &harness{reg: prometheus.NewRegistry(), alpha: &counters{}, beta: &counters{}, done: make(chan error, 1)}
+	a, err := New(Options{
+		ConfigPath:    path,
+		DefaultConfig: []byte(data),
+		Specs:         []Spec{testSpec("alpha", h.alpha), testSpec("beta", h.beta)},
+		NodeName:      "node-1",
+		Registry:      h.reg,
+		Kube:          k,
+		Version:       "test",
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h.a = a
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- a.Run(ctx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.done
+	h.done <- nil // let a second stop return at once
+}
+
+// eventually polls cond for up to 10s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func statusOf(h *harness, name string) Status {
+	for _, st := range h.a.sup.statuses(nil) {
+		if st.Feature == name {
+			return st
+		}
+	}
+	return Status{}
+}
+
+func TestFailingFeatureRestartsWithBackoffOthersKeepRunning(t *testing.T) {
+	h := start(t, "", fast+"alpha:\n  failRuns: 3\n", nil)
+	eventually(t, "alpha running after 3 failures", func() bool {
+		return h.alpha.runs.Load() == 4 && statusOf(h, "alpha").State == StateRunning
+	})
+	if got := testutil.ToFloat64(h.a.metrics.featureRestarts.WithLabelValues("alpha")); got != 3 {
+		t.Errorf("nodeagent_feature_restarts_total{feature=alpha} = %v, want 3", got)
+	}
+	st := statusOf(h, "alpha")
+	if st.Restarts != 3 || !strings.Contains(st.LastError, "disk vanished") {
+		t.Errorf("alpha status = %+v, want 3 restarts and the last error kept", st)
+	}
+	if n := h.beta.runs.Load(); n != 1 {
+		t.Errorf("beta ran %d times, want 1: a failing feature must not disturb the others", n)
+	}
+	if got := testutil.ToFloat64(h.a.metrics.featureUp.WithLabelValues("beta")); got != 1 {
+		t.Errorf("nodeagent_feature_up{feature=beta} = %v, want 1", got)
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := RestartConfig{InitialBackoff: time.Second, MaxBackoff: 10 * time.Second}
+	want := []time.Duration{1, 2, 4, 8, 10, 10}
+	for i, w := range want {
+		if got := backoffDelay(b, i); got != w*time.Second {
+			t.Errorf("attempt %d: %s, want %s", i, got, w*time.Second)
+		}
+	}
+}
+
+func TestFeatureInBackoffIsNotReady(t *testing.T) {
+	h := start(t, "", strings.Replace(fast, "initialBackoff: 10ms, maxBackoff: 40ms", "initialBackoff: 1h, maxBackoff: 1h", 1)+"alpha:\n  failRuns: 1\n", nil)
+	eventually(t, "alpha in backoff", func() bool { return statusOf(h, "alpha").State == StateBackoff })
+	rec := httptest.NewRecorder()
+	h.a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503", rec.Code)
+	}
+	var rep ReadyReport
+	if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ready || len(rep.Blocking) != 1 || !strings.Contains(rep.Blocking[0], "alpha: backoff: disk vanished") {
+		t.Errorf("/readyz = %+v, want alpha blocking with its error", rep)
+	}
+}
+
+func TestDisabledFeatureIsNotRun(t *testing.T) {
+	h := start(t, "", fast+"beta:\n  enabled: false\n", nil)
+	eventually(t, "alpha running", func() bool { return h.alpha.runs.Load() == 1 })
+	if h.beta.built.Load() != 0 || statusOf(h, "beta").State != StateDisabled {
+		t.Errorf("beta built %d times, state %s; want never built, disabled", h.beta.built.Load(), statusOf(h, "beta").State)
+	}
+}
+
+// configMapDir lays out a directory like kubelet's ConfigMap volume:
+// config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>.
+type configMapDir struct {
+	t   *testing.T
+	dir string
+	gen int
+}
+
+func newConfigMapDir(t *testing.T, data string) *configMapDir {
+	c := &configMapDir{t: t, dir: t.TempDir()}
+	c.write(data)
+	if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(c.dir, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *configMapDir) path() string { return filepath.Join(c.dir, "config.yaml") }
+
+// write swaps in new contents the way kubelet's AtomicWriter does.
+func (c *configMapDir) write(data string) {
+	c.gen++
+	ts := fmt.Sprintf("..2026_11_23_21_00_%02d.%d", c.gen, c.gen)
+	must(c.t, os.Mkdir(filepath.Join(c.dir, ts), 0o755))
+	must(c.t, os.WriteFile(filepath.Join(c.dir, ts, "config.yaml"), []byte(data), 0o644))
+	old, _ := os.Readlink(filepath.Join(c.dir, "..data"))
+	must(c.t, os.Symlink(ts, filepath.Join(c.dir, "..data_tmp")))
+	must(c.t, os.Rename(filepath.Join(c.dir, "..data_tmp"), filepath.Join(c.dir, "..data")))
+	if old != "" {
+		must(c.t, os.RemoveAll(filepath.Join(c.dir, old)))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloadGoodBadGoodThroughConfigMapSymlinkSwap(t *testing.T) {
+	cm := newConfigMapDir(t, fast)
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "both features running", func() bool { return h.alpha.runs.Load() == 1 && h.beta.runs.Load() == 1 })
+	hash0 := h.a.Config().Hash
+
+	// good: only alpha's section changes, so only alpha is rebuilt.
+	cm.write(fast + "alpha:\n  cache: {maxEntries: 7}\n")
+	eventually(t, "alpha rebuilt", func() bool { return h.alpha.built.Load() == 2 && h.alpha.runs.Load() == 2 })
+	if c := h.a.Config().Features["alpha"].(*testConfig); c.Cache.MaxEntries != 7 {
+		t.Errorf("alpha maxEntries = %d, want 7", c.Cache.MaxEntries)
+	}
+	if h.beta.built.Load() != 1 || h.beta.runs.Load() != 1 {
+		t.Errorf("beta rebuilt (%d builds, %d runs): an unchanged section must not restart", h.beta.built.Load(), h.beta.runs.Load())
+	}
+	hash1 := h.a.Config().Hash
+	if hash1 == hash0 || testutil.ToFloat64(h.a.metrics.configInfo.WithLabelValues(hash1)) != 1 {
+		t.Errorf("nodeagent_config_info does not carry the new hash %s", hash1)
+	}
+
+	// bad: rejected, counted, the last good config stays in force.
+	cm.write(fast + "alpha:\n  cache: {maxEntries: -1}\n")
+	eventually(t, "reload failure counted", func() bool { return testutil.ToFloat64(h.a.metrics.reloadFailures) == 1 })
+	if h.a.Config().Hash != hash1 || h.alpha.built.Load() != 2 {
+		t.Errorf("bad config took effect: hash %s (want %s), alpha builds %d", h.a.Config().Hash, hash1, h.alpha.built.Load())
+	}
+	if got := testutil.CollectAndCount(h.a.metrics.configInfo); got != 1 {
+		t.Errorf("nodeagent_config_info has %d series, want 1", got)
+	}
+	time.Sleep(100 * time.Millisecond) // several polls: the same bad file is counted once
+	if got := testutil.ToFloat64(h.a.metrics.reloadFailures); got != 1 {
+		t.Errorf("reload failures = %v after repeated polls of one bad file, want 1", got)
+	}
+
+	// good again.
+	cm.write(fast + "alpha:\n  cache: {maxEntries: 9}\n")
+	eventually(t, "good config applied", func() bool {
+		c := h.a.Config().Features["alpha"].(*testConfig)
+		return c.Cache.MaxEntries == 9 && h.alpha.runs.Load() == 3
+	})
+	if got := testutil.ToFloat64(h.a.metrics.reloads); got != 2 {
+		t.Errorf("nodeagent_config_reloads_total = %v, want 2", got)
+	}
+	// the rebuilt instance registered its metric again without a clash.
+	if got := testutil.ToFloat64(h.a.metrics.featureUp.WithLabelValues("alpha")); got != 1 {
+		t.Errorf("alpha up = %v after rebuilds", got)
+	}
+}
+
+func TestReloadDisablesAndEnables(t *testing.T) {
+	cm := newConfigMapDir(t, fast)
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "beta running", func() bool { return h.beta.runs.Load() == 1 })
+	cm.write(fast + "beta:\n  enabled: false\n")
+	eventually(t, "beta disabled", func() bool { return statusOf(h, "beta").State == StateDisabled })
+	cm.write(fast)
+	eventually(t, "beta running again", func() bool { return h.beta.runs.Load() == 2 && statusOf(h, "beta").State == StateRunning })
+}
+
+func newNode() *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-1"},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+			{Key: "nodeagent.io/not-ready", Effect: corev1.TaintEffectNoSchedule},
+			{Key: "karpenter.sh/disrupted", Effect: corev1.TaintEffectNoSchedule},
+		}},
+	}
+}
+
+func TestReadinessGateRemovesTaintOnlyWhenGatingFeaturesReady(t *testing.T) {
+	cs := fake.NewClientset(newNode())
+	k := kube.New(cs, "node-1", testLog(t))
+	cm := newConfigMapDir(t, fast+"alpha:\n  notReady: true\n")
+	h := start(t, cm.path(), "", k)
+	nodes := cs.CoreV1().Nodes()
+
+	eventually(t, "NodeAgentReady=False", func() bool {
+		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+		c := condition(n)
+		return c != nil && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "alpha: array not assembled")
+	})
+	eventually(t, "a Warning Event naming the blocking feature", func() bool {
+		return hasEvent(cs, corev1.EventTypeWarning, "FeaturesNotReady", "alpha: array not assembled")
+	})
+	n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+	if len(n.Spec.Taints) != 2 {
+		t.Fatalf("taints = %v: the startup taint must stay while alpha is not ready", n.Spec.Taints)
+	}
+	if got := testutil.ToFloat64(h.a.metrics.nodeReady); got != 0 {
+		t.Errorf("nodeagent_node_ready = %v, want 0", got)
+	}
+
+	cm.write(fast) // alpha becomes ready
+	eventually(t, "taint removed and label set", func() bool {
+		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+		return len(n.Spec.Taints) == 1 && n.Labels["nodeagent.io/ready"] == "true"
+	})
+	n, _ = nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+	if n.Spec.Taints[0].Key != "karpenter.sh/disrupted" {
+		t.Errorf("taints = %v: only the startup taint may go", n.Spec.Taints)
+	}
+	eventually(t, "NodeAgentReady=True and a NodeReady Event", func() bool {
+		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+		c := condition(n)
+		return c != nil && c.Status == corev1.ConditionTrue && hasEvent(cs, corev1.EventTypeNormal, "NodeReady", "")
+	})
+}
+
+func TestBadConfigRecordsWarningEvent(t *testing.T) {
+	cs := fake.NewClientset(newNode())
+	cm := newConfigMapDir(t, fast)
+	h := start(t, cm.path(), "", kube.New(cs, "node-1", testLog(t)))
+	eventually(t, "running", func() bool { return h.alpha.runs.Load() == 1 })
+	cm.write(fast + "alpha:\n  bogus: 1\n")
+	eventually(t, "ConfigRejected Warning Event", func() bool {
+		return hasEvent(cs, corev1.EventTypeWarning, "ConfigRejected", "alpha.bogus: unknown key")
+	})
+}
+
+func condition(n *corev1.Node) *corev1.NodeCondition {
+	if n == nil {
+		return nil
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == ConditionType {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func hasEvent(cs *fake.Clientset, typ, reason, noteContains string) bool {
+	list, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return false
+	}
+	for _, e := range list.Items {
+		if e.Type == typ && e.Reason == reason && strings.Contains(e.Note, noteContains) && e.Regarding.Kind == "Node" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMetricsLintAndHealth(t *testing.T) {
+	h := start(t, "", fast, nil)
+	eventually(t, "running", func() bool { return h.alpha.runs.Load() == 1 })
+	srv := httptest.NewServer(h.a.Handler())
+	defer srv.Close()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
