@@ -1,0 +1,309 @@
+package dnscache
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// entry is one cached answer, immutable once stored except for its atomics,
+// so readers use it after dropping the shard lock.
+type entry struct {
+	key  string
+	wire []byte // packed answer: ID 0, lowercase question, no OPT
+	// ttlOffs and ttls are the offset and (capped) value of each record's TTL.
+	ttlOffs []uint16
+	ttls    []uint32
+	rcode   int
+	good    bool  // NOERROR or NXDOMAIN: may be served stale, never replaced by SERVFAIL
+	stored  int64 // unix nanoseconds
+	expire  int64
+	stale   int64 // serve-stale until
+	ttl     uint32
+	zone    *zone
+	// reqs counts answers from this entry, per protocol (udp, tcp).
+	reqs [2]prometheus.Counter
+
+	hits        atomic.Int32
+	prefetching atomic.Bool
+
+	prev, next *entry
+}
+
+func (e *entry) size() int {
+	return len(e.key) + len(e.wire) + 6*len(e.ttls) + 200 // struct and map overhead
+}
+
+// remaining is the seconds left before expiry at now, rounded up: a fresh
+// entry never shows TTL 0.
+func (e *entry) remaining(now int64) uint32 {
+	if now >= e.expire {
+		return 0
+	}
+	return uint32((e.expire - now + int64(time.Second) - 1) / int64(time.Second))
+}
+
+const nShards = 16
+
+// store is a sharded LRU bounded by entries and bytes.
+type store struct {
+	seed     maphash.Seed
+	shards   [nShards]shard
+	maxN     int
+	maxBytes int
+
+	entries, bytes atomic.Int64
+	evictions      atomic.Int64
+}
+
+type shard struct {
+	mu    sync.Mutex
+	m     map[string]*entry
+	head  entry // sentinel: head.next is most recent
+	n     int
+	bytes int
+}
+
+func newStore(maxEntries, maxBytes int) *store {
+	s := &store{seed: maphash.MakeSeed(), maxN: max(maxEntries/nShards, 1), maxBytes: max(maxBytes/nShards, 4096)}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.m = make(map[string]*entry)
+		sh.head.next, sh.head.prev = &sh.head, &sh.head
+	}
+	return s
+}
+
+func (s *store) shard(key []byte) *shard {
+	return &s.shards[maphash.Bytes(s.seed, key)%nShards]
+}
+
+// get returns the entry for key, fresh or stale, or nil. Entries past their
+// stale window are dropped.
+func (s *store) get(key []byte, now int64) *entry {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	e := sh.m[string(key)]
+	if e != nil {
+		if now >= e.stale {
+			s.unlink(sh, e)
+			e = nil
+		} else if sh.head.next != e {
+			e.prev.next, e.next.prev = e.next, e.prev
+			e.next, e.prev = sh.head.next, &sh.head
+			sh.head.next.prev = e
+			sh.head.next = e
+		}
+	}
+	sh.mu.Unlock()
+	return e
+}
+
+// put stores e unless it is a failure and a good entry (fresh or stale) is
+// already there. It reports whether e was stored.
+func (s *store) put(e *entry, now int64) bool {
+	sh := s.shard([]byte(e.key))
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old := sh.m[e.key]; old != nil {
+		if !e.good && old.good && now < old.stale {
+			return false
+		}
+		s.unlink(sh, old)
+	}
+	sh.m[e.key] = e
+	e.next, e.prev = sh.head.next, &sh.head
+	sh.head.next.prev = e
+	sh.head.next = e
+	sz := e.size()
+	sh.n++
+	sh.bytes += sz
+	s.entries.Add(1)
+	s.bytes.Add(int64(sz))
+	for (sh.n > s.maxN || sh.bytes > s.maxBytes) && sh.head.prev != e {
+		s.unlink(sh, sh.head.prev)
+		s.evictions.Add(1)
+	}
+	return true
+}
+
+func (s *store) unlink(sh *shard, e *entry) {
+	delete(sh.m, e.key)
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	sz := e.size()
+	sh.n--
+	sh.bytes -= sz
+	s.entries.Add(-1)
+	s.bytes.Add(-int64(sz))
+}
+
+// sweep drops entries past their stale window.
+func (s *store) sweep(now int64) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			if now >= e.stale {
+				s.unlink(sh, e)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// ttlPolicy turns an upstream answer into cache lifetimes.
+type ttlPolicy struct {
+	success, denial, min, servfail, stale time.Duration
+}
+
+func (p ttlPolicy) fromConfig(c CacheConfig) ttlPolicy {
+	return ttlPolicy{success: c.SuccessTTL, denial: c.DenialTTL, min: c.MinTTL, servfail: c.ServfailTTL, stale: c.StaleTTL}
+}
+
+// lifetime returns how long m may be cached and whether it is a good answer;
+// 0 means do not cache.
+func (p ttlPolicy) lifetime(m *dns.Msg) (ttl time.Duration, good bool) {
+	if m.Truncated {
+		return 0, false
+	}
+	switch m.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+	case dns.RcodeServerFailure:
+		return p.servfail, false
+	default:
+		return 0, false
+	}
+	negative := m.Rcode == dns.RcodeNameError || len(m.Answer) == 0
+	if negative {
+		// RFC 2308 section 5: the SOA's TTL, at most its MINIMUM field.
+		var soa *dns.SOA
+		for _, rr := range m.Ns {
+			if s, ok := rr.(*dns.SOA); ok {
+				soa = s
+				break
+			}
+		}
+		if soa == nil {
+			return 0, true // no SOA: no negative caching
+		}
+		t := time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+		return clampTTL(t, p.min, p.denial), true
+	}
+	t := time.Duration(1<<31-1) * time.Second
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			t = min(t, time.Duration(rr.Header().Ttl)*time.Second)
+		}
+	}
+	return clampTTL(t, p.min, p.success), true
+}
+
+func clampTTL(t, lo, hi time.Duration) time.Duration {
+	return max(min(t, hi), lo)
+}
+
+// newEntry packs m (the answer to the question named by key) for the cache.
+func newEntry(key []byte, m *dns.Msg, ttl time.Duration, good bool, stale time.Duration, now int64) (*entry, error) {
+	c := *m
+	c.Id = 0
+	c.Compress = true
+	c.Question = []dns.Question{{Name: m.Question[0].Name, Qtype: m.Question[0].Qtype, Qclass: m.Question[0].Qclass}}
+	c.Question[0].Name = dns.CanonicalName(c.Question[0].Name)
+	c.Extra = make([]dns.RR, 0, len(m.Extra))
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			c.Extra = append(c.Extra, rr)
+		}
+	}
+	c.Rcode = m.Rcode & 0xf
+	wire, err := c.Pack()
+	if err != nil {
+		return nil, err
+	}
+	offs, ttls, err := rrTTLs(wire)
+	if err != nil {
+		return nil, err
+	}
+	secs := uint32(ttl / time.Second)
+	for i := range ttls {
+		ttls[i] = min(ttls[i], secs)
+	}
+	e := &entry{
+		key: string(key), wire: wire, ttlOffs: offs, ttls: ttls, rcode: c.Rcode, good: good,
+		stored: now, expire: now + int64(ttl), stale: now + int64(ttl), ttl: secs,
+	}
+	if good {
+		e.stale += int64(stale)
+	}
+	return e, nil
+}
+
+// appendAnswer writes e as the answer to q (raw query req) at now. With
+// staleTTL > 0 every TTL is set to it (a stale answer).
+func appendAnswer(dst []byte, e *entry, req []byte, q *query, now int64, staleTTL uint32, bufSize int) []byte {
+	dst = append(dst[:0], e.wire...)
+	binary.BigEndian.PutUint16(dst, q.id)
+	dst[2] = flagQR // opcode QUERY, never authoritative, TC clear
+	if q.rd {
+		dst[2] |= flagRD
+	}
+	dst[3] = flagRA | byte(e.rcode)
+	if e.wire[3]&flagAD != 0 && (q.do || req[3]&flagAD != 0) {
+		dst[3] |= flagAD
+	}
+	if q.cd {
+		dst[3] |= flagCD
+	}
+	// The stored question has the query's wire length: copy its case.
+	copy(dst[headerLen:headerLen+q.qlen], req[headerLen:headerLen+q.qlen])
+	rem := e.remaining(now)
+	for i, off := range e.ttlOffs {
+		t := min(e.ttls[i], rem)
+		if staleTTL > 0 {
+			t = staleTTL
+		}
+		binary.BigEndian.PutUint32(dst[off:], t)
+	}
+	if q.edns {
+		dst = appendOPT(dst, bufSize, q.do, 0)
+	}
+	return dst
+}
+
+// truncate shrinks an answer that does not fit a UDP client's buffer: as many
+// whole records as fit, with TC set (RFC 2181 section 9).
+func truncate(resp []byte, size int) []byte {
+	m := new(dns.Msg)
+	if err := m.Unpack(resp); err != nil {
+		return errorResponseFromMsg(resp)
+	}
+	m.Truncate(size)
+	out, err := m.Pack()
+	if err != nil || len(out) > size {
+		return errorResponseFromMsg(resp)
+	}
+	return out
+}
+
+// errorResponseFromMsg keeps the header and question and sets TC.
+func errorResponseFromMsg(resp []byte) []byte {
+	off, err := skipName(resp, headerLen)
+	if err != nil || off+4 > len(resp) {
+		off = headerLen - 4
+	}
+	out := append([]byte(nil), resp[:off+4]...)
+	out[2] |= flagTC
+	for i := 6; i < headerLen; i++ {
+		out[i] = 0
+	}
+	return out
+}

@@ -1,0 +1,377 @@
+package dnscache
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestCacheSemantics checks each cache rule with real queries against a real
+// upstream over real sockets.
+func TestCacheSemantics(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		cfg   func(*Config)
+		check func(t *testing.T, srv string, up *authServer)
+	}{
+		{"hit is served from cache and TTL counts down", nil, func(t *testing.T, srv string, up *authServer) {
+			r1 := ask(t, srv, "hit.example.", dns.TypeA)
+			time.Sleep(1100 * time.Millisecond)
+			r2 := ask(t, srv, "hit.example.", dns.TypeA)
+			if up.count("hit.example.") != 1 {
+				t.Fatalf("upstream asked %d times, want 1", up.count("hit.example."))
+			}
+			if t1, t2 := r1.Answer[0].Header().Ttl, r2.Answer[0].Header().Ttl; t2 >= t1 {
+				t.Fatalf("TTL did not count down: %d then %d", t1, t2)
+			}
+		}},
+		{"success TTL is capped", nil, func(t *testing.T, srv string, up *authServer) {
+			r := ask(t, srv, "cap.example.", dns.TypeA) // upstream TTL 300
+			if ttl := r.Answer[0].Header().Ttl; ttl > 30 {
+				t.Fatalf("TTL %d, want <= successTTL 30", ttl)
+			}
+		}},
+		{"minimum TTL keeps short answers", func(c *Config) { c.Cache.MinTTL = 5 * time.Second }, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["zero.example."] = 0 })
+			ask(t, srv, "zero.example.", dns.TypeA)
+			ask(t, srv, "zero.example.", dns.TypeA)
+			if n := up.count("zero.example."); n != 1 {
+				t.Fatalf("upstream asked %d times, want 1 (minTTL)", n)
+			}
+		}},
+		{"answers keep the query's case", nil, func(t *testing.T, srv string, up *authServer) {
+			ask(t, srv, "case.example.", dns.TypeA)
+			r := ask(t, srv, "CaSe.ExAmple.", dns.TypeA)
+			if r.Question[0].Name != "CaSe.ExAmple." || r.Answer[0].Header().Name != "CaSe.ExAmple." {
+				t.Fatalf("case lost: question %q answer %q", r.Question[0].Name, r.Answer[0].Header().Name)
+			}
+			if up.count("case.example.") != 1 {
+				t.Fatalf("key is not case-insensitive: upstream asked %d times", up.count("case.example."))
+			}
+		}},
+		{"NXDOMAIN cached for the SOA minimum (RFC 2308)", nil, func(t *testing.T, srv string, up *authServer) {
+			r := ask(t, srv, "x.nx.example.", dns.TypeA)
+			if r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 {
+				t.Fatalf("got %s with %d authority records", dns.RcodeToString[r.Rcode], len(r.Ns))
+			}
+			if ttl := r.Ns[0].Header().Ttl; ttl > 3 {
+				t.Fatalf("negative TTL %d, want <= SOA minimum 3", ttl)
+			}
+			ask(t, srv, "x.nx.example.", dns.TypeA)
+			if up.count("x.nx.example.") != 1 {
+				t.Fatal("NXDOMAIN not cached")
+			}
+			time.Sleep(3100 * time.Millisecond)
+			ask(t, srv, "x.nx.example.", dns.TypeA)
+			if up.count("x.nx.example.") != 2 {
+				t.Fatal("NXDOMAIN kept past its TTL")
+			}
+		}},
+		{"NODATA cached", nil, func(t *testing.T, srv string, up *authServer) {
+			ask(t, srv, "nodata.example.", dns.TypeAAAA)
+			r := ask(t, srv, "nodata.example.", dns.TypeAAAA)
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || up.count("nodata.example.") != 1 {
+				t.Fatalf("rcode %s, %d answers, upstream asked %d times", dns.RcodeToString[r.Rcode], len(r.Answer), up.count("nodata.example."))
+			}
+		}},
+		{"DO and CD bits are part of the key", nil, func(t *testing.T, srv string, up *authServer) {
+			ask(t, srv, "bits.example.", dns.TypeA)
+			ask(t, srv, "bits.example.", dns.TypeA, withEDNS(1232, true))
+			ask(t, srv, "bits.example.", dns.TypeA, withCD)
+			ask(t, srv, "bits.example.", dns.TypeA, withEDNS(1232, false)) // same key as the first
+			if n := up.count("bits.example."); n != 3 {
+				t.Fatalf("upstream asked %d times, want 3", n)
+			}
+		}},
+		{"EDNS answers carry OPT and echo DO", nil, func(t *testing.T, srv string, up *authServer) {
+			r := ask(t, srv, "opt.example.", dns.TypeA, withEDNS(1232, true))
+			if o := r.IsEdns0(); o == nil || !o.Do() {
+				t.Fatalf("OPT missing or DO not echoed: %v", r.IsEdns0())
+			}
+			r = ask(t, srv, "opt.example.", dns.TypeA)
+			if r.IsEdns0() != nil {
+				t.Fatal("OPT in an answer to a query without EDNS")
+			}
+		}},
+		{"truncated answers are not cached", nil, func(t *testing.T, srv string, up *authServer) {
+			ask(t, srv, "tc.example.", dns.TypeA, overTCP)
+			ask(t, srv, "tc.example.", dns.TypeA, overTCP)
+			if n := up.count("tc.example."); n < 2 {
+				t.Fatalf("upstream asked %d times, want every time", n)
+			}
+		}},
+		{"small UDP clients get TC, EDNS and TCP clients the whole answer", nil, func(t *testing.T, srv string, up *authServer) {
+			r := ask(t, srv, "big.example.", dns.TypeTXT)
+			if !r.Truncated {
+				t.Fatal("512-byte client got an untruncated answer")
+			}
+			r = ask(t, srv, "big.example.", dns.TypeTXT, withEDNS(1232, false))
+			if r.Truncated || len(r.Answer) != 1 {
+				t.Fatalf("EDNS 1232 client: TC=%v, %d answers", r.Truncated, len(r.Answer))
+			}
+			r = ask(t, srv, "big.example.", dns.TypeTXT, overTCP)
+			if r.Truncated || len(r.Answer) != 1 {
+				t.Fatalf("TCP client: TC=%v, %d answers", r.Truncated, len(r.Answer))
+			}
+		}},
+		{"SERVFAIL cached briefly", nil, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.servfail["sf.example."] = true })
+			for range 3 {
+				if r := ask(t, srv, "sf.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+					t.Fatalf("got %s", dns.RcodeToString[r.Rcode])
+				}
+			}
+			if n := up.count("sf.example."); n != 1 {
+				t.Fatalf("upstream asked %d times within servfailTTL, want 1", n)
+			}
+			time.Sleep(1100 * time.Millisecond)
+			ask(t, srv, "sf.example.", dns.TypeA)
+			if n := up.count("sf.example."); n != 2 {
+				t.Fatalf("SERVFAIL kept past servfailTTL: upstream asked %d times", n)
+			}
+		}},
+		{"SERVFAIL never cached when servfailTTL is 0", func(c *Config) { c.Cache.ServfailTTL = 0 }, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.servfail["sf0.example."] = true })
+			ask(t, srv, "sf0.example.", dns.TypeA)
+			ask(t, srv, "sf0.example.", dns.TypeA)
+			if n := up.count("sf0.example."); n != 2 {
+				t.Fatalf("upstream asked %d times, want 2", n)
+			}
+		}},
+		{"SERVFAIL after good answers: the good answer is served stale", nil, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["flip.example."] = 1 })
+			ask(t, srv, "flip.example.", dns.TypeA)
+			up.set(func(a *authServer) { a.servfail["flip.example."] = true })
+			time.Sleep(1100 * time.Millisecond)
+			for range 2 {
+				r := ask(t, srv, "flip.example.", dns.TypeA)
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 30 {
+					t.Fatalf("want the stale answer with TTL 30, got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+				}
+			}
+		}},
+		{"upstream down: serve stale (RFC 8767)", nil, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["down.example."] = 1 })
+			ask(t, srv, "down.example.", dns.TypeA)
+			up.set(func(a *authServer) { a.silent = true })
+			time.Sleep(1100 * time.Millisecond)
+			r := ask(t, srv, "down.example.", dns.TypeA)
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Fatalf("want the stale answer, got %s", dns.RcodeToString[r.Rcode])
+			}
+			if r := ask(t, srv, "never.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+				t.Fatalf("uncached name with upstream down: got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+			}
+		}},
+		{"no serve-stale when staleTTL is 0", func(c *Config) { c.Cache.StaleTTL = 0 }, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["nostale.example."] = 1 })
+			ask(t, srv, "nostale.example.", dns.TypeA)
+			up.set(func(a *authServer) { a.silent = true })
+			time.Sleep(1100 * time.Millisecond)
+			if r := ask(t, srv, "nostale.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+				t.Fatalf("got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+			}
+		}},
+		{"popular entries are prefetched before expiry", func(c *Config) { c.Cache.Prefetch.Percent = 60 }, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["pop.example."] = 3 })
+			ask(t, srv, "pop.example.", dns.TypeA)
+			ask(t, srv, "pop.example.", dns.TypeA)
+			time.Sleep(1500 * time.Millisecond) // 1s of 3 left: under 60%
+			ask(t, srv, "pop.example.", dns.TypeA)
+			eventually(t, 2*time.Second, "prefetch", func() bool { return up.count("pop.example.") == 2 })
+			time.Sleep(2 * time.Second) // past the first answer's expiry
+			r := ask(t, srv, "pop.example.", dns.TypeA)
+			if n := up.count("pop.example."); n != 2 || r.Answer[0].Header().Ttl == 0 {
+				t.Fatalf("upstream asked %d times (want 2), TTL %d", n, r.Answer[0].Header().Ttl)
+			}
+		}},
+		{"concurrent identical misses are coalesced", nil, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.delay = 200 * time.Millisecond })
+			var wg sync.WaitGroup
+			for range 50 {
+				wg.Go(func() {
+					m := new(dns.Msg)
+					m.SetQuestion("slow.example.", dns.TypeA)
+					if r, err := dns.Exchange(m, srv); err != nil || r.Rcode != dns.RcodeSuccess {
+						t.Errorf("query: %v %v", err, r)
+					}
+				})
+			}
+			wg.Wait()
+			if n := up.count("slow.example."); n != 1 {
+				t.Fatalf("upstream asked %d times for 50 concurrent misses, want 1", n)
+			}
+		}},
+		{"cluster zone over reused TCP connections", func(c *Config) { c.ClusterDNS.Protocol = ProtoTCP }, func(t *testing.T, srv string, up *authServer) {
+			for i := range 20 {
+				if r := ask(t, srv, "svc"+string(rune('a'+i))+".ns.svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+					t.Fatalf("got %s", dns.RcodeToString[r.Rcode])
+				}
+			}
+			if n := up.tcpConn.Load(); n != 1 {
+				t.Fatalf("%d TCP connections for 20 sequential misses, want 1", n)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up := newAuthServer(t)
+			cfg := testConfig(t, up.addr)
+			cfg.Node.Protocol = ProtoUDP
+			if tc.cfg != nil {
+				tc.cfg(cfg)
+			}
+			startCache(t, cfg)
+			tc.check(t, addr(cfg), up)
+		})
+	}
+}
+
+// TestZonesAndFailover checks routing by zone and failover between upstreams.
+func TestZonesAndFailover(t *testing.T) {
+	t.Parallel()
+	cluster, node, extra := newAuthServer(t), newAuthServer(t), newAuthServer(t)
+	// A black hole: bound, never answers.
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	cfg := testConfig(t, cluster.addr)
+	cfg.ClusterDNS.Protocol = ProtoUDP
+	cfg.Node.Addresses = []string{hole.LocalAddr().String(), node.addr}
+	cfg.Zones = []ZoneConfig{{Name: "corp.example", Addresses: []string{extra.addr}, Protocol: ProtoTCP}}
+	c, reg := startCache(t, cfg)
+	srv := addr(cfg)
+
+	ask(t, srv, "kube-dns.kube-system.svc.cluster.local.", dns.TypeA)
+	ask(t, srv, "10.0.96.10.in-addr.arpa.", dns.TypePTR)
+	ask(t, srv, "db.corp.example.", dns.TypeA)
+	for i := range 6 {
+		if r := ask(t, srv, "www"+string(rune('a'+i))+".example.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("failover: got %s", dns.RcodeToString[r.Rcode])
+		}
+	}
+	if cluster.queries.Load() != 2 || extra.queries.Load() != 1 || node.queries.Load() != 6 {
+		t.Fatalf("routing: cluster %d (want 2), extra %d (want 1), node %d (want 6)",
+			cluster.queries.Load(), extra.queries.Load(), node.queries.Load())
+	}
+	holeName := hole.LocalAddr().String()
+	if v := testutil.ToFloat64(c.m.upstreamHealthy.WithLabelValues(holeName)); v != 0 {
+		t.Fatalf("black-hole upstream healthy=%v, want 0", v)
+	}
+	if v := testutil.ToFloat64(c.m.upstreamHealthy.WithLabelValues(node.addr)); v != 1 {
+		t.Fatalf("working upstream healthy=%v, want 1", v)
+	}
+	// The healthy upstream is asked first now: no more timeouts.
+	start := time.Now()
+	for i := range 5 {
+		ask(t, srv, "fast"+string(rune('a'+i))+".example.", dns.TypeA)
+	}
+	if d := time.Since(start); d > cfg.Upstream.Timeout {
+		t.Fatalf("5 queries took %s: the down upstream is still tried first", d)
+	}
+	if n, err := testutil.GatherAndCount(reg, "nodeagent_dnscache_upstream_request_duration_seconds"); err != nil || n < 3 {
+		t.Fatalf("upstream duration series: %d, %v", n, err)
+	}
+}
+
+// TestBadInput sends what a broken or hostile client sends: nothing reaches
+// the upstream, nothing crashes, and the server keeps answering.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	cfg := testConfig(t, up.addr)
+	startCache(t, cfg)
+	srv := addr(cfg)
+
+	valid := func(mod func(*dns.Msg)) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("bad.example.", dns.TypeA)
+		mod(m)
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	withPointer := valid(func(*dns.Msg) {})
+	withPointer = append(withPointer[:12], 0xc0, 0x0c, 0, 1, 0, 1) // qname is a pointer loop
+	tests := []struct {
+		name  string
+		pkt   []byte
+		rcode int // -1: no answer expected
+	}{
+		{"empty", nil, -1},
+		{"short header", []byte{1, 2, 3}, -1},
+		{"a response", valid(func(m *dns.Msg) { m.Response = true }), -1},
+		{"random bytes", []byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xfe\xfd"), dns.RcodeFormatError},
+		{"compression pointer in the question", withPointer, dns.RcodeFormatError},
+		{"two questions", valid(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }), dns.RcodeFormatError},
+		{"trailing garbage", append(valid(func(*dns.Msg) {}), 0xde, 0xad), dns.RcodeFormatError},
+		{"oversized query", valid(func(m *dns.Msg) {
+			m.SetEdns0(1232, false)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: 65001, Data: make([]byte, 600)})
+		}), dns.RcodeFormatError},
+		{"class CHAOS", valid(func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }), dns.RcodeRefused},
+		{"class ANY", valid(func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassANY }), dns.RcodeRefused},
+		{"unknown class", valid(func(m *dns.Msg) { m.Question[0].Qclass = 4242 }), dns.RcodeRefused},
+		{"AXFR", valid(func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeAXFR }), dns.RcodeRefused},
+		{"meta type TSIG", valid(func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeTSIG }), dns.RcodeNotImplemented},
+		{"opcode NOTIFY", valid(func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }), dns.RcodeNotImplemented},
+		{"EDNS version 1", valid(func(m *dns.Msg) { m.SetEdns0(1232, false); m.IsEdns0().SetVersion(1) }), dns.RcodeBadVers},
+		{"ANY answered minimally (RFC 8482)", valid(func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeANY }), dns.RcodeSuccess},
+	}
+	conn, err := net.Dial("udp", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := conn.Write(tc.pkt); err != nil && len(tc.pkt) > 0 {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			n, err := conn.Read(buf)
+			if tc.rcode < 0 {
+				if err == nil {
+					t.Fatalf("answered a packet that should be dropped: % x", buf[:n])
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(buf[:n]); err != nil {
+				t.Fatalf("answer does not parse: %v", err)
+			}
+			if r.Rcode != tc.rcode {
+				t.Fatalf("rcode %s, want %s", dns.RcodeToString[r.Rcode], dns.RcodeToString[tc.rcode])
+			}
+			if tc.name == "ANY answered minimally (RFC 8482)" {
+				if len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeHINFO {
+					t.Fatalf("want one HINFO, got %v", r.Answer)
+				}
+			}
+		})
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Fatalf("bad input reached the upstream %d times", n)
+	}
+	if r := ask(t, srv, "still.example.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+		t.Fatal("server stopped answering after bad input")
+	}
+	if !strings.Contains(srv, "127.0.0.1") {
+		t.Fatal(srv)
+	}
+}

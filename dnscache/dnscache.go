@@ -1,0 +1,525 @@
+package dnscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodeagent/nodeagent/agent"
+)
+
+// Name is the feature's name: config section, log attribute, metric subsystem.
+const Name = "dnscache"
+
+var (
+	errNotReady = errors.New("dnscache: not serving yet")
+	errStopped  = errors.New("dnscache: stopped")
+)
+
+// Cache is the node-local DNS cache feature.
+type Cache struct {
+	cfg   *Config
+	deps  agent.Deps
+	log   *slog.Logger
+	m     *metrics
+	st    *store
+	r     *router
+	addrs []netip.Addr
+
+	// ns is the network namespace to work in; tests set it, the agent
+	// works in its own (the host's) namespace.
+	ns netns.NsHandle
+
+	mu    sync.Mutex
+	ready error
+}
+
+var (
+	_ agent.Feature      = (*Cache)(nil)
+	_ agent.ReadyChecker = (*Cache)(nil)
+)
+
+// New validates cfg and allocates the cache; it starts nothing.
+func New(cfg *Config, deps agent.Deps) (*Cache, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st := newStore(cfg.Cache.MaxEntries, cfg.Cache.MaxBytes)
+	m, err := newMetrics(deps.Metrics, st)
+	if err != nil {
+		return nil, fmt.Errorf("dnscache: register metrics: %w", err)
+	}
+	zones := []string{cfg.ClusterDNS.Domain, "."}
+	zones = append(zones, cfg.ClusterDNS.ReverseZones...)
+	for _, z := range cfg.Zones {
+		zones = append(zones, z.Name)
+	}
+	return &Cache{
+		cfg: cfg, deps: deps, log: log, m: m, st: st, r: newRouter(zones),
+		addrs: cfg.servedAddrs(), ns: netns.None(), ready: errNotReady,
+	}, nil
+}
+
+// Name implements agent.Feature.
+func (c *Cache) Name() string { return Name }
+
+// Ready returns nil while the cache is serving on every address.
+func (c *Cache) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+func (c *Cache) setReady(err error) {
+	c.mu.Lock()
+	c.ready = err
+	c.mu.Unlock()
+}
+
+// Run ensures the interface and rules, serves until ctx is done, then stops
+// serving gracefully, leaving the interface and rules in place for the next
+// process. It returns after every goroutine it started has exited.
+func (c *Cache) Run(ctx context.Context) error {
+	c.setReady(errNotReady)
+	defer c.setReady(errStopped)
+
+	if err := c.ensure(ctx); err != nil {
+		var se *setupError
+		if errors.As(err, &se) && (se.reason == reasonInterface || se.reason == reasonAddress) {
+			return err // nothing to bind to
+		}
+		// Without the rules DNS still works, through conntrack: serve,
+		// and retry on the next reconcile.
+	}
+	if err := c.updateUpstreams(ctx); err != nil {
+		return err
+	}
+	ls, err := listen(c.ns, c.addrs, c.cfg.Port)
+	if err != nil {
+		c.m.setupErrors.WithLabelValues(reasonListen).Inc()
+		return fmt.Errorf("dnscache: %w", err)
+	}
+
+	s := newServer(c.cfg, c.st, c.r, c.m, c.log)
+	bgCtx, cancelBg := context.WithCancel(context.Background())
+	defer cancelBg()
+	s.bgCtx = bgCtx
+
+	stop := make(chan struct{})
+	var servers sync.WaitGroup
+	readers := max(runtime.GOMAXPROCS(0), 2)
+	for _, uc := range ls.udp {
+		servers.Go(func() { s.serveUDP(uc, readers, stop) })
+	}
+	var tcpServers []*dns.Server
+	for _, l := range ls.tcp {
+		srv := &dns.Server{Listener: l, Handler: s.tcpHandler(), ReadTimeout: c.cfg.Upstream.Timeout,
+			WriteTimeout: c.cfg.Upstream.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+		tcpServers = append(tcpServers, srv)
+		servers.Go(func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				c.log.Warn("tcp server stopped", "addr", l.Addr().String(), "err", err)
+			}
+		})
+	}
+
+	loopCtx, cancelLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Go(func() { c.reconcileLoop(loopCtx) })
+	loops.Go(func() { c.healthLoop(loopCtx) })
+
+	c.setReady(nil)
+	c.log.Info("serving", "addresses", c.cfg.Addresses, "port", c.cfg.Port)
+	<-ctx.Done()
+	c.setReady(errStopped)
+
+	// Stop in order: UDP readers detach and drain, TCP stops accepting and
+	// finishes its connections, answers in flight complete (within
+	// shutdownGrace), then the sockets close.
+	close(stop)
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), c.cfg.ShutdownGrace)
+	defer cancelGrace()
+	for _, srv := range tcpServers {
+		srv.ShutdownContext(graceCtx)
+	}
+	servers.Wait()
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-graceCtx.Done():
+		cancelBg()
+		<-done
+	}
+	ls.close()
+	cancelLoops()
+	loops.Wait()
+	for _, u := range c.r.all() {
+		u.closeIdle()
+	}
+	c.log.Info("stopped serving; interface and rules left in place")
+	return nil
+}
+
+// ensure makes the interface, addresses and firewall rules exist.
+func (c *Cache) ensure(ctx context.Context) error {
+	c.m.reconciles.Inc()
+	var errs []error
+	if c.cfg.ManageInterface {
+		h, err := netlinkHandle(c.ns)
+		if err != nil {
+			err = &setupError{reasonInterface, err}
+		} else {
+			var changed bool
+			changed, err = ensureInterface(h, c.cfg.InterfaceName, c.addrs)
+			h.Close()
+			if changed && err == nil {
+				c.log.Info("interface ensured", "interface", c.cfg.InterfaceName, "addresses", c.cfg.Addresses)
+			}
+		}
+		if err != nil {
+			var se *setupError
+			if errors.As(err, &se) {
+				c.m.setupErrors.WithLabelValues(se.reason).Inc()
+			}
+			c.log.Error("interface setup failed", "interface", c.cfg.InterfaceName, "err", err)
+			return err
+		}
+	}
+	if err := c.ensureFirewall(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cache) ensureFirewall(ctx context.Context) error {
+	rules := firewallRules(c.addrs, c.cfg.Port)
+	var changed bool
+	var err error
+	reason := reasonNftables
+	switch c.cfg.Firewall.Mode {
+	case FirewallNone:
+		return nil
+	case FirewallNftables:
+		nsfd := -1
+		if c.ns.IsOpen() {
+			nsfd = int(c.ns)
+		}
+		changed, err = (&nftFirewall{table: c.cfg.Firewall.Table, netns: nsfd}).ensure(ctx, rules)
+	case FirewallIptables:
+		reason = reasonIptables
+		changed, err = (&iptFirewall{comment: c.cfg.Firewall.Table, exec: c.deps.Exec}).ensure(ctx, rules)
+	}
+	if err != nil {
+		c.m.setupErrors.WithLabelValues(reason).Inc()
+		c.log.Error("firewall setup failed", "mode", c.cfg.Firewall.Mode, "err", err)
+		return &setupError{reason, err}
+	}
+	if changed {
+		c.log.Info("firewall rules ensured", "mode", c.cfg.Firewall.Mode, "rules", len(rules))
+	}
+	return nil
+}
+
+// reconcileLoop re-ensures everything periodically and on link and address
+// changes, refreshes the upstream lists and drops dead cache entries.
+func (c *Cache) reconcileLoop(ctx context.Context) {
+	changes := make(chan struct{}, 1)
+	var watch sync.WaitGroup
+	if c.cfg.ManageInterface {
+		watch.Go(func() { c.watchLinks(ctx, changes) })
+	}
+	defer watch.Wait()
+	t := time.NewTicker(c.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.st.sweep(time.Now().UnixNano())
+			if err := c.updateUpstreams(ctx); err != nil {
+				c.log.Warn("upstream refresh failed; keeping the previous list", "err", err)
+			}
+		case <-changes:
+		}
+		c.ensure(ctx) // errors are counted and logged
+	}
+}
+
+// watchLinks signals changes whenever our interface or its addresses change.
+// The netlink subscriptions use a receive timeout so that they end (and are
+// renewed) every second: a blocked netlink read cannot be interrupted, and no
+// goroutine may outlive Run. Changes missed in between are caught by the
+// periodic reconcile.
+func (c *Cache) watchLinks(ctx context.Context, changes chan<- struct{}) {
+	var ns *netns.NsHandle
+	if c.ns.IsOpen() {
+		ns = &c.ns
+	}
+	onErr := func(err error) {
+		if !strings.Contains(err.Error(), "temporarily unavailable") {
+			c.m.setupErrors.WithLabelValues(reasonLinkWatch).Inc()
+		}
+	}
+	for ctx.Err() == nil {
+		tv := unix.NsecToTimeval(int64(time.Second))
+		done := make(chan struct{})
+		links := make(chan netlink.LinkUpdate, 16)
+		addrs := make(chan netlink.AddrUpdate, 16)
+		errLink := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveTimeout: &tv})
+		var errAddr error
+		if errLink == nil {
+			errAddr = netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: onErr, ReceiveTimeout: &tv})
+		}
+		if errLink == nil && errAddr == nil {
+			c.forwardChanges(ctx, links, addrs, changes)
+		}
+		close(done)
+		if errLink == nil {
+			for range links { // closed by the subscription within the receive timeout
+			}
+		}
+		if errAddr == nil && errLink == nil {
+			for range addrs {
+			}
+		}
+		if err := errors.Join(errLink, errAddr); err != nil {
+			c.m.setupErrors.WithLabelValues(reasonLinkWatch).Inc()
+			c.log.Warn("link watch failed; relying on the periodic reconcile", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+// forwardChanges returns when ctx ends or a subscription closes.
+func (c *Cache) forwardChanges(ctx context.Context, links <-chan netlink.LinkUpdate, addrs <-chan netlink.AddrUpdate, changes chan<- struct{}) {
+	for {
+		var ours bool
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-links:
+			if !ok {
+				return
+			}
+			ours = u.Attrs() != nil && u.Attrs().Name == c.cfg.InterfaceName
+		case u, ok := <-addrs:
+			if !ok {
+				return
+			}
+			if !u.NewAddr {
+				ip, _ := netip.AddrFromSlice(u.LinkAddress.IP)
+				ours = containsAddr(c.addrs, ip.Unmap())
+			}
+		}
+		if ours {
+			select {
+			case changes <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// healthLoop probes the upstreams marked down.
+func (c *Cache) healthLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Upstream.HealthCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, u := range c.r.all() {
+			if u.down.Load() && ctx.Err() == nil {
+				u.probe(ctx)
+			}
+		}
+	}
+}
+
+// updateUpstreams (re)reads the upstream lists: cluster DNS from config or
+// its Service, node resolvers from config or resolv.conf, extra zones.
+func (c *Cache) updateUpstreams(ctx context.Context) error {
+	cluster, err := c.clusterUpstreams(ctx)
+	if err != nil {
+		c.m.setupErrors.WithLabelValues(reasonService).Inc()
+		return fmt.Errorf("dnscache: cluster DNS: %w", err)
+	}
+	c.setUpstreams(c.cfg.ClusterDNS.Domain, cluster, c.cfg.ClusterDNS.Protocol)
+	for _, z := range c.cfg.ClusterDNS.ReverseZones {
+		c.setUpstreams(z, cluster, c.cfg.ClusterDNS.Protocol)
+	}
+	var node []netip.AddrPort
+	if len(c.cfg.Node.Addresses) > 0 {
+		node = mustUpstreams(c.cfg.Node.Addresses)
+	} else if node, err = nodeResolvers(c.deps.Host, c.cfg.Node.ResolvConf, c.addrs); err != nil {
+		c.m.setupErrors.WithLabelValues(reasonResolv).Inc()
+		return fmt.Errorf("dnscache: node resolvers: %w", err)
+	}
+	c.setUpstreams(".", node, c.cfg.Node.Protocol)
+	for _, z := range c.cfg.Zones {
+		c.setUpstreams(z.Name, mustUpstreams(z.Addresses), z.Protocol)
+	}
+	return nil
+}
+
+func (c *Cache) clusterUpstreams(ctx context.Context) ([]netip.AddrPort, error) {
+	if len(c.cfg.ClusterDNS.Addresses) > 0 {
+		return mustUpstreams(c.cfg.ClusterDNS.Addresses), nil
+	}
+	if c.deps.Kube == nil || c.deps.Kube.Clientset == nil {
+		return nil, fmt.Errorf("clusterDNS.service %q needs a Kubernetes client; set clusterDNS.addresses", c.cfg.ClusterDNS.Service)
+	}
+	ns, name, _ := strings.Cut(c.cfg.ClusterDNS.Service, "/")
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	svc, err := c.deps.Kube.Clientset.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	port := 53
+	for _, p := range svc.Spec.Ports {
+		if strings.EqualFold(string(p.Protocol), c.cfg.ClusterDNS.Protocol) && (p.Port == 53 || strings.HasPrefix(p.Name, "dns")) {
+			port = int(p.Port)
+			break
+		}
+	}
+	var out []netip.AddrPort
+	for _, ipStr := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+		ip, err := netip.ParseAddr(ipStr)
+		if err != nil {
+			continue
+		}
+		ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		if containsAddr(c.addrs, ap.Addr()) && port == c.cfg.Port {
+			return nil, fmt.Errorf("service %s has the cache's own address %s (a forwarding loop)", c.cfg.ClusterDNS.Service, ap)
+		}
+		if !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("service %s has no ClusterIP", c.cfg.ClusterDNS.Service)
+	}
+	return out, nil
+}
+
+func mustUpstreams(list []string) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(list))
+	for _, s := range list {
+		if ap, err := parseUpstream(s); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+// setUpstreams replaces a zone's upstreams, keeping the ones (and their
+// connections and health) whose address did not change.
+func (c *Cache) setUpstreams(zoneName string, addrs []netip.AddrPort, proto string) {
+	z := c.r.zone(zoneName)
+	if z == nil {
+		return
+	}
+	old := z.upstreams()
+	next := make([]*upstream, 0, len(addrs))
+	for _, a := range addrs {
+		i := slices.IndexFunc(old, func(u *upstream) bool { return u.addr == a && u.proto == proto })
+		if i >= 0 {
+			next = append(next, old[i])
+			continue
+		}
+		// Zones that share an address (cluster domain and reverse zones) share the upstream.
+		var shared *upstream
+		for _, u := range c.r.all() {
+			if u.addr == a && u.proto == proto {
+				shared = u
+			}
+		}
+		if shared == nil {
+			shared = newUpstream(a, proto, c.cfg.Upstream, c.m)
+		}
+		next = append(next, shared)
+	}
+	if slices.Equal(old, next) {
+		return
+	}
+	z.ups.Store(&next)
+	names := make([]string, len(next))
+	for i, u := range next {
+		names[i] = u.name
+	}
+	c.log.Info("upstreams set", "zone", z.name, "upstreams", names, "protocol", proto)
+	for _, u := range old {
+		if !slices.Contains(c.r.all(), u) {
+			u.closeIdle()
+			c.m.upstreamHealthy.DeleteLabelValues(u.name)
+		}
+	}
+}
+
+// Teardown removes the interface and the firewall rules. The agent calls it
+// when the feature is disabled (enabled: false); stopping or restarting Run
+// never does. It is idempotent.
+func Teardown(ctx context.Context, cfg *Config, deps agent.Deps) error {
+	return teardown(ctx, cfg, deps, netns.None())
+}
+
+func teardown(ctx context.Context, cfg *Config, deps agent.Deps, ns netns.NsHandle) error {
+	var errs []error
+	addrs := cfg.servedAddrs()
+	nsfd := -1
+	if ns.IsOpen() {
+		nsfd = int(ns)
+	}
+	if cfg.Firewall.Table != "" {
+		if err := (&nftFirewall{table: cfg.Firewall.Table, netns: nsfd}).remove(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Firewall.Mode == FirewallIptables && deps.Exec != nil {
+		if err := (&iptFirewall{comment: cfg.Firewall.Table, exec: deps.Exec}).remove(ctx, firewallRules(addrs, cfg.Port)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.ManageInterface {
+		h, err := netlinkHandle(ns)
+		if err == nil {
+			err = removeInterface(h, cfg.InterfaceName)
+			h.Close()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove interface %s: %w", cfg.InterfaceName, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dnscache teardown: %w", err)
+	}
+	if deps.Log != nil {
+		deps.Log.Info("removed interface and rules", "interface", cfg.InterfaceName)
+	}
+	return nil
+}

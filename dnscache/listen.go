@@ -1,0 +1,225 @@
+package dnscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// inNetns runs fn on a thread in ns (or here when ns is not open). Sockets
+// created by fn stay in ns.
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	if !ns.IsOpen() {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return // the thread dies with its goroutine: it never runs other code
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// reusePort lets a new agent process bind the same addresses while the old
+// one still serves: the zero-downtime restart.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		if serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+// udpRcvBuf absorbs bursts (hundreds of executors starting at once).
+const udpRcvBuf = 4 << 20
+
+// listeners are the sockets of one Run.
+type listeners struct {
+	udp []*net.UDPConn
+	tcp []net.Listener
+}
+
+func listen(ns netns.NsHandle, addrs []netip.Addr, port int) (*listeners, error) {
+	ls := &listeners{}
+	err := inNetns(ns, func() error {
+		lc := net.ListenConfig{Control: reusePort}
+		for _, a := range addrs {
+			ap := netip.AddrPortFrom(a, uint16(port)).String()
+			pc, err := lc.ListenPacket(context.Background(), "udp", ap)
+			if err != nil {
+				return fmt.Errorf("listen udp %s: %w", ap, err)
+			}
+			uc := pc.(*net.UDPConn)
+			if rc, err := uc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
+						unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
+					}
+				})
+			}
+			ls.udp = append(ls.udp, uc)
+			l, err := lc.Listen(context.Background(), "tcp", ap)
+			if err != nil {
+				return fmt.Errorf("listen tcp %s: %w", ap, err)
+			}
+			ls.tcp = append(ls.tcp, l)
+		}
+		return nil
+	})
+	if err != nil {
+		ls.close()
+		return nil, err
+	}
+	return ls, nil
+}
+
+func (ls *listeners) close() {
+	for _, c := range ls.udp {
+		c.Close()
+	}
+	for _, l := range ls.tcp {
+		l.Close()
+	}
+}
+
+// detachUDP takes a socket out of its SO_REUSEPORT group's selection without
+// closing it: a connected UDP socket is skipped when the kernel picks a socket
+// for a new packet (reuseport_select_sock_by_hash), and it matches no real
+// client. New queries go to the other processes' sockets while this one
+// answers what it already queued, so a restart loses nothing.
+func detachUDP(c *net.UDPConn) error {
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return errors.New("not a UDP socket")
+	}
+	var sa unix.Sockaddr
+	if ip4 := la.IP.To4(); ip4 != nil {
+		s := &unix.SockaddrInet4{Port: 1}
+		copy(s.Addr[:], ip4)
+		sa = s
+	} else {
+		s := &unix.SockaddrInet6{Port: 1}
+		copy(s.Addr[:], la.IP.To16())
+		sa = s
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), sa) }); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// drainIdle is how long a detached socket waits for queued queries.
+const drainIdle = 50 * time.Millisecond
+
+// serveUDP answers on c with one reader per CPU until stop closes; then it
+// detaches c and drains what is queued.
+func (s *server) serveUDP(c *net.UDPConn, readers int, stop <-chan struct{}) {
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() { s.readUDP(c) })
+	}
+	<-stop
+	if err := detachUDP(c); err != nil {
+		s.log.Warn("udp detach failed, closing without drain", "addr", c.LocalAddr().String(), "err", err)
+	}
+	c.SetReadDeadline(time.Now().Add(drainIdle))
+	wg.Wait()
+}
+
+func (s *server) readUDP(c *net.UDPConn) {
+	buf := make([]byte, s.cfg.MaxQuerySize+1)
+	out := make([]byte, 0, 1500)
+	q := query{key: make([]byte, 0, 300)}
+	limit := int64(s.cfg.Upstream.MaxConcurrent) * 4
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+				return
+			}
+			continue
+		}
+		req := buf[:n]
+		if n > s.cfg.MaxQuerySize {
+			if parseQuery(req[:headerLen], &q) == qeDrop {
+				continue
+			}
+			out = errorResponse(out, req, &q, qeFormErr, dns.RcodeFormatError)
+			s.m.request(nil, protoUDP, 0, dns.RcodeFormatError)
+			c.WriteToUDPAddrPort(out, from)
+			continue
+		}
+		resp, miss := s.answer(req, protoUDP, &q, out)
+		if miss {
+			if s.waiting.Add(1) > limit {
+				s.waiting.Add(-1)
+				s.m.dropped.WithLabelValues(dropOverload).Inc()
+				continue
+			}
+			req := append([]byte(nil), req...)
+			mq := q
+			mq.key = append([]byte(nil), q.key...)
+			s.bg.Go(func() {
+				defer s.waiting.Add(-1)
+				if resp := s.resolve(req, protoUDP, &mq, nil); resp != nil {
+					c.WriteToUDPAddrPort(resp, from)
+				}
+			})
+			continue
+		}
+		if resp != nil {
+			c.WriteToUDPAddrPort(resp, from)
+			out = resp[:0]
+		}
+	}
+}
+
+// tcpHandler answers DNS over TCP (miekg/dns reads and frames the messages).
+func (s *server) tcpHandler() dns.Handler {
+	return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		req, err := r.Pack()
+		if err != nil {
+			return
+		}
+		q := query{key: make([]byte, 0, 300)}
+		resp, miss := s.answer(req, protoTCP, &q, nil)
+		if miss {
+			resp = s.resolve(req, protoTCP, &q, nil)
+		}
+		if resp != nil {
+			w.Write(resp)
+		}
+	})
+}

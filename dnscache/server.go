@@ -1,0 +1,238 @@
+package dnscache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
+)
+
+// server answers queries from the cache and the upstreams. It is shared by
+// the UDP readers and the TCP server.
+type server struct {
+	cfg    *Config
+	st     *store
+	r      *router
+	m      *metrics
+	log    *slog.Logger
+	policy ttlPolicy
+	sf     singleflight.Group
+
+	// bg tracks goroutines answering misses and prefetching; bgCtx ends them.
+	bg      sync.WaitGroup
+	bgCtx   context.Context
+	sem     chan struct{} // upstream queries in flight
+	waiting atomic.Int64  // goroutines waiting on misses
+}
+
+func newServer(cfg *Config, st *store, r *router, m *metrics, log *slog.Logger) *server {
+	return &server{
+		cfg: cfg, st: st, r: r, m: m, log: log,
+		policy: ttlPolicy{}.fromConfig(cfg.Cache),
+		sem:    make(chan struct{}, cfg.Upstream.MaxConcurrent),
+		bgCtx:  context.Background(),
+	}
+}
+
+// answer handles one query. On a cache hit, a malformed or refused query it
+// returns the response appended to out. Otherwise it returns miss=true and
+// the caller runs resolve, off the reading goroutine for UDP.
+func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byte, miss bool) {
+	qe := parseQuery(req, q)
+	switch qe {
+	case qeOK:
+	case qeDrop:
+		s.m.dropped.WithLabelValues(dropMalformed).Inc()
+		return nil, false
+	default:
+		rcode := map[queryError]int{qeFormErr: dns.RcodeFormatError, qeNotImp: dns.RcodeNotImplemented,
+			qeRefused: dns.RcodeRefused, qeBadVers: dns.RcodeBadVers}[qe]
+		s.m.request(nil, proto, q.qtype, rcode)
+		return errorResponse(out, req, q, qe, rcode), false
+	}
+	if q.qtype == dns.TypeANY {
+		return s.answerANY(out, req, q, proto), false
+	}
+	now := time.Now().UnixNano()
+	e := s.st.get(q.key, now)
+	if e == nil || now >= e.expire {
+		return nil, true
+	}
+	s.m.hits.Inc()
+	resp = s.write(out, e, req, q, proto, now, false)
+	if p := s.cfg.Cache.Prefetch; p.Enabled && e.good && e.hits.Add(1) >= int32(p.MinHits) &&
+		uint64(e.remaining(now))*100 < uint64(e.ttl)*uint64(p.Percent) && e.prefetching.CompareAndSwap(false, true) {
+		s.prefetch(e, q)
+	}
+	return resp, false
+}
+
+// write renders e for q and counts the request.
+func (s *server) write(out []byte, e *entry, req []byte, q *query, proto int, now int64, stale bool) []byte {
+	var staleTTL uint32
+	if stale {
+		staleTTL = uint32(s.cfg.Cache.StaleAnswerTTL / time.Second)
+	}
+	resp := appendAnswer(out, e, req, q, now, staleTTL, s.cfg.UDPBufferSize)
+	if proto == protoUDP {
+		limit := 512
+		if q.edns {
+			limit = max(min(q.udpSize, s.cfg.UDPBufferSize), 512)
+		}
+		if len(resp) > limit {
+			resp = truncate(resp, limit)
+		}
+	}
+	if e.reqs[proto] != nil {
+		e.reqs[proto].Inc()
+	} else {
+		s.m.request(e.zone, proto, q.qtype, e.rcode)
+	}
+	return resp
+}
+
+// answerANY answers qtype ANY minimally (RFC 8482): one synthesized HINFO.
+func (s *server) answerANY(out, req []byte, q *query, proto int) []byte {
+	name, _, err := dns.UnpackDomainName(req, headerLen)
+	if err != nil {
+		return errorResponse(out, req, q, qeFormErr, dns.RcodeFormatError)
+	}
+	m := new(dns.Msg)
+	m.Id = q.id
+	m.Response, m.RecursionDesired, m.RecursionAvailable, m.CheckingDisabled = true, q.rd, true, q.cd
+	m.Question = []dns.Question{{Name: name, Qtype: q.qtype, Qclass: q.qclass}}
+	m.Answer = []dns.RR{&dns.HINFO{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 8482}, Cpu: "RFC8482"}}
+	if q.edns {
+		m.SetEdns0(uint16(s.cfg.UDPBufferSize), q.do)
+	}
+	b, err := m.PackBuffer(out[:cap(out)])
+	if err != nil {
+		return errorResponse(out, req, q, qeFormErr, dns.RcodeServerFailure)
+	}
+	s.m.request(nil, proto, q.qtype, dns.RcodeSuccess)
+	return b
+}
+
+var errOverload = errors.New("too many upstream queries in flight")
+
+// resolve answers a miss: one upstream query per key however many clients
+// ask at once, stale data when every upstream fails.
+func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
+	s.m.misses.Inc()
+	res, err, shared := s.sf.Do(string(q.key), func() (any, error) {
+		return s.fetch(q.key)
+	})
+	if shared {
+		s.m.coalesced.Inc()
+	}
+	now := time.Now().UnixNano()
+	if err != nil {
+		s.m.request(nil, proto, q.qtype, dns.RcodeServerFailure)
+		return errorResponse(out, req, q, qeOK, dns.RcodeServerFailure)
+	}
+	f := res.(fetched)
+	return s.write(out, f.e, req, q, proto, now, f.stale)
+}
+
+type fetched struct {
+	e     *entry
+	stale bool
+}
+
+// fetch asks the upstreams for key and caches the answer. On failure it
+// returns the stale entry if there is one, else a SERVFAIL entry (cached for
+// cache.servfailTTL unless a good entry exists).
+func (s *server) fetch(key []byte) (fetched, error) {
+	name, _, err := dns.UnpackDomainName(key, 0)
+	if err != nil {
+		return fetched{}, err
+	}
+	nl := len(key) - 5
+	qtype := uint16(key[nl])<<8 | uint16(key[nl+1])
+	qclass := uint16(key[nl+2])<<8 | uint16(key[nl+3])
+	flags := key[nl+4]
+	z := s.r.route(name)
+
+	m := new(dns.Msg)
+	m.Id = dns.Id()
+	m.RecursionDesired = true
+	m.CheckingDisabled = flags&keyFlagCD != 0
+	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
+	m.SetEdns0(uint16(s.cfg.UDPBufferSize), flags&keyFlagDO != 0)
+
+	var r *dns.Msg
+	select {
+	case s.sem <- struct{}{}:
+		if z == nil {
+			err = errNoUpstream
+		} else {
+			ctx, cancel := context.WithTimeout(s.bgCtx, s.cfg.Upstream.Timeout*time.Duration(max(len(z.upstreams()), 1)))
+			r, err = z.exchange(ctx, m)
+			cancel()
+		}
+		<-s.sem
+	default:
+		err = errOverload
+		s.m.dropped.WithLabelValues(dropOverload).Inc()
+	}
+	if err == nil && (len(r.Question) != 1 || r.Question[0].Qtype != qtype || !equalFoldName(r.Question[0].Name, name)) {
+		err = errors.New("answer does not match the question")
+	}
+	now := time.Now().UnixNano()
+	if err != nil || r.Rcode == dns.RcodeServerFailure {
+		if old := s.st.get(key, now); old != nil && old.good && s.policy.stale > 0 {
+			s.m.stale.Inc()
+			return fetched{e: old, stale: true}, nil
+		}
+		if err != nil {
+			s.log.Debug("upstream failed", "zone", zoneLabel(z), "name", name, "type", dns.TypeToString[qtype], "err", err)
+			r = new(dns.Msg)
+			r.Question = m.Question
+			r.Rcode = dns.RcodeServerFailure
+		}
+	}
+	ttl, good := s.policy.lifetime(r)
+	e, err := newEntry(key, r, ttl, good, s.policy.stale, now)
+	if err != nil {
+		return fetched{}, err
+	}
+	e.zone = z
+	for p := range e.reqs {
+		e.reqs[p] = s.m.requests.WithLabelValues(zoneLabel(z), protoNames[p], typeLabel(qtype), rcodeLabel(e.rcode))
+	}
+	if ttl > 0 && !s.st.put(e, now) {
+		// A SERVFAIL does not replace a good entry.
+		if old := s.st.get(key, now); old != nil && old.good {
+			if now >= old.expire {
+				s.m.stale.Inc()
+				return fetched{e: old, stale: true}, nil
+			}
+			return fetched{e: old}, nil
+		}
+	}
+	return fetched{e: e}, nil
+}
+
+// prefetch refreshes e in the background; only one refresh per entry runs.
+func (s *server) prefetch(e *entry, q *query) {
+	if s.bgCtx.Err() != nil || s.waiting.Add(1) > int64(s.cfg.Upstream.MaxConcurrent) {
+		s.waiting.Add(-1)
+		e.prefetching.Store(false)
+		return
+	}
+	key := []byte(e.key)
+	s.m.prefetches.Inc()
+	s.bg.Go(func() {
+		defer s.waiting.Add(-1)
+		s.sf.Do(string(key), func() (any, error) { return s.fetch(key) })
+	})
+}
+
+func equalFoldName(a, b string) bool {
+	return dns.CanonicalName(a) == dns.CanonicalName(b)
+}

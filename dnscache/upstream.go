@@ -1,0 +1,286 @@
+package dnscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// errNoUpstream is returned when a zone has no upstream to ask.
+var errNoUpstream = errors.New("no upstream")
+
+// upstream is one server queried over UDP (retrying truncated answers over
+// TCP) or over reused TCP connections.
+type upstream struct {
+	addr    netip.AddrPort
+	name    string // "IP:port", the metric label
+	proto   string
+	timeout time.Duration
+	m       *metrics
+
+	fails   atomic.Int32
+	down    atomic.Bool
+	maxFail int32
+
+	mu   sync.Mutex
+	idle []*dns.Conn
+	max  int
+}
+
+func newUpstream(addr netip.AddrPort, proto string, uc UpstreamConfig, m *metrics) *upstream {
+	u := &upstream{addr: addr, name: addr.String(), proto: proto, timeout: uc.Timeout, m: m, maxFail: int32(uc.MaxFails), max: uc.MaxIdleConns}
+	m.upstreamHealthy.WithLabelValues(u.name).Set(1)
+	return u
+}
+
+// exchange sends m and returns the answer.
+func (u *upstream) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	start := time.Now()
+	var r *dns.Msg
+	var err error
+	if u.proto == ProtoUDP {
+		r, err = u.exchangeUDP(ctx, m)
+		if err == nil && r.Truncated {
+			r, err = u.exchangeTCP(ctx, m)
+		}
+	} else {
+		r, err = u.exchangeTCP(ctx, m)
+	}
+	rcode := "error"
+	if err == nil {
+		rcode = rcodeLabel(r.Rcode)
+	} else if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		rcode = "timeout"
+	}
+	u.m.upstreamDuration.WithLabelValues(u.name, rcode).Observe(time.Since(start).Seconds())
+	return r, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (u *upstream) exchangeUDP(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	c := dns.Client{Net: "udp", Timeout: u.timeout, UDPSize: 65535}
+	r, _, err := c.ExchangeContext(ctx, m, u.name)
+	return r, err
+}
+
+func (u *upstream) exchangeTCP(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	for attempt := 0; ; attempt++ {
+		conn, reused, err := u.conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r, err := u.roundTrip(ctx, conn, m)
+		if err == nil {
+			u.release(conn)
+			return r, nil
+		}
+		conn.Close()
+		// A reused connection may have been closed by the server while
+		// idle: retry once on a fresh one.
+		if !reused || attempt > 0 || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+func (u *upstream) roundTrip(ctx context.Context, conn *dns.Conn, m *dns.Msg) (*dns.Msg, error) {
+	deadline := time.Now().Add(u.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetDeadline(deadline)
+	if err := conn.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	for {
+		r, err := conn.ReadMsg()
+		if err != nil {
+			return nil, err
+		}
+		if r.Id == m.Id {
+			return r, nil
+		}
+	}
+}
+
+func (u *upstream) conn(ctx context.Context) (*dns.Conn, bool, error) {
+	u.mu.Lock()
+	if n := len(u.idle); n > 0 {
+		c := u.idle[n-1]
+		u.idle = u.idle[:n-1]
+		u.mu.Unlock()
+		return c, true, nil
+	}
+	u.mu.Unlock()
+	d := net.Dialer{Timeout: u.timeout}
+	nc, err := d.DialContext(ctx, "tcp", u.name)
+	if err != nil {
+		return nil, false, err
+	}
+	return &dns.Conn{Conn: nc, UDPSize: 65535}, false, nil
+}
+
+func (u *upstream) release(c *dns.Conn) {
+	c.SetDeadline(time.Time{})
+	u.mu.Lock()
+	if len(u.idle) < u.max {
+		u.idle = append(u.idle, c)
+		c = nil
+	}
+	u.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+func (u *upstream) closeIdle() {
+	u.mu.Lock()
+	idle := u.idle
+	u.idle = nil
+	u.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+func (u *upstream) succeeded() {
+	u.fails.Store(0)
+	if u.down.CompareAndSwap(true, false) {
+		u.m.upstreamHealthy.WithLabelValues(u.name).Set(1)
+	}
+}
+
+func (u *upstream) failed() {
+	if u.fails.Add(1) >= u.maxFail && u.down.CompareAndSwap(false, true) {
+		u.m.upstreamHealthy.WithLabelValues(u.name).Set(0)
+	}
+}
+
+// probe checks a down upstream with a query for the root NS; any answer
+// counts as alive.
+func (u *upstream) probe(ctx context.Context) {
+	m := new(dns.Msg)
+	m.SetQuestion(".", dns.TypeNS)
+	m.Id = dns.Id()
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+	defer cancel()
+	if _, err := u.exchange(ctx, m); err == nil {
+		u.succeeded()
+	}
+}
+
+// zone forwards the names below name to its upstreams.
+type zone struct {
+	name   string // canonical, e.g. "cluster.local."
+	labels int
+	ups    atomic.Pointer[[]*upstream]
+}
+
+func (z *zone) upstreams() []*upstream {
+	if p := z.ups.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// exchange asks the zone's healthy upstreams in turn, starting at a random
+// one; down upstreams are tried last. A transport error or REFUSED moves on
+// to the next upstream.
+func (z *zone) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	ups := z.upstreams()
+	if len(ups) == 0 {
+		return nil, errNoUpstream
+	}
+	order := make([]*upstream, 0, len(ups))
+	start := rand.IntN(len(ups))
+	for i := range ups {
+		if u := ups[(start+i)%len(ups)]; !u.down.Load() {
+			order = append(order, u)
+		}
+	}
+	for i := range ups {
+		if u := ups[(start+i)%len(ups)]; u.down.Load() {
+			order = append(order, u)
+		}
+	}
+	var lastErr error
+	for _, u := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		r, err := u.exchange(ctx, m)
+		if err == nil && r.Rcode != dns.RcodeRefused {
+			u.succeeded()
+			return r, nil
+		}
+		u.failed()
+		if err == nil {
+			err = fmt.Errorf("%s: %s", u.name, dns.RcodeToString[r.Rcode])
+			lastErr = err
+			continue
+		}
+		lastErr = fmt.Errorf("%s: %w", u.name, err)
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return nil, lastErr
+}
+
+// router maps names to zones, longest zone first.
+type router struct {
+	zones []*zone
+}
+
+func newRouter(names []string) *router {
+	r := &router{}
+	for _, n := range names {
+		n = dns.CanonicalName(n)
+		r.zones = append(r.zones, &zone{name: n, labels: dns.CountLabel(n)})
+	}
+	sort.SliceStable(r.zones, func(i, j int) bool { return r.zones[i].labels > r.zones[j].labels })
+	return r
+}
+
+// route returns the zone for a canonical name.
+func (r *router) route(name string) *zone {
+	for _, z := range r.zones {
+		if z.name == "." || name == z.name || strings.HasSuffix(name, "."+z.name) {
+			return z
+		}
+	}
+	return nil
+}
+
+func (r *router) zone(name string) *zone {
+	name = dns.CanonicalName(name)
+	for _, z := range r.zones {
+		if z.name == name {
+			return z
+		}
+	}
+	return nil
+}
+
+// all returns every upstream of every zone.
+func (r *router) all() []*upstream {
+	var out []*upstream
+	for _, z := range r.zones {
+		out = append(out, z.upstreams()...)
+	}
+	return out
+}
