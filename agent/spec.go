@@ -28,6 +28,9 @@ type Spec struct {
 	disable  func(context.Context, Config, Deps) error
 }
 
+// Defaults returns a fresh config holding the feature's defaults.
+func (s Spec) Defaults() Config { return s.defaults() }
+
 // Define ties a feature's name to its config type and constructor. defaults
 // returns a fresh config holding every default; build only validates and
 // allocates (no goroutines, no I/O).
