@@ -49,6 +49,8 @@ const (
 	DefaultNodeName    = "nodeagent-e2e"
 	// StartupTaint is the taint the Node registers with; the agent removes it.
 	StartupTaint = "nodeagent.io/not-ready:NoSchedule"
+	// AgentMetricsPort is where the agent serves /metrics, /healthz, /readyz.
+	AgentMetricsPort = 9910
 )
 
 // Options configure Start. The zero value is usable.
@@ -84,6 +86,8 @@ type Cluster struct {
 	snapshot           dirSnapshot
 	sysctls            map[string]string
 	madeRootShared     bool
+	nftBefore          map[string]bool
+	ports              []int
 	cniConfDir         string
 	apiPort, etcdPort  int
 	kubeletPort        int
@@ -146,7 +150,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatalf("missing %s in %s: run e2e/hack/build-k8s.sh", b, c.BinDir)
 		}
 	}
-	for _, b := range []string{"etcd", "containerd", "containerd-shim-runc-v2", "runc", "docker-registry", "iptables", "conntrack", "ip"} {
+	for _, b := range []string{"etcd", "containerd", "containerd-shim-runc-v2", "runc", "docker-registry", "iptables", "conntrack", "ip", "nft"} {
 		if _, err := lookPath(b); err != nil {
 			t.Fatalf("missing %s: run e2e/hack/prereqs.sh", b)
 		}
@@ -158,6 +162,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c.Dir = dir
 	c.snapshot = snapshotDirs()
 	c.sysctls = readSysctls()
+	if c.nftBefore, err = nftTables(ctx); err != nil {
+		t.Fatalf("list nftables tables: %v", err)
+	}
 	t.Cleanup(c.teardown)
 
 	start := time.Now()
@@ -273,6 +280,7 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	c.ports = ports
 	c.apiPort, c.etcdPort = ports[0], ports[1]
 	etcdPeer, regPort, kcmPort, schedPort := ports[2], ports[3], ports[4], ports[5]
 	c.kubeletPort, c.kubeletHealthzPort = ports[6], ports[7]

@@ -505,3 +505,57 @@ func rootIsShared() (bool, error) {
 	}
 	return false, errors.New("/ not found in mountinfo")
 }
+
+// nftTables lists "family name" of the nftables tables (iptables-nft keeps
+// its tables there; the kubelet's chains create them on a fresh host).
+func nftTables(ctx context.Context) (map[string]bool, error) {
+	out, err := run(ctx, 30*time.Second, "nft", "list", "tables")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "table" {
+			m[f[1]+" "+f[2]] = true
+		}
+	}
+	return m, nil
+}
+
+// removeNewEmptyTables deletes the nftables tables that did not exist
+// before the run and hold no rules now, so the host's netfilter hooks (and
+// conntrack's accounting) are as they were.
+func removeNewEmptyTables(ctx context.Context, before map[string]bool) error {
+	now, err := nftTables(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for t := range now {
+		if before[t] {
+			continue
+		}
+		fam, name, _ := strings.Cut(t, " ")
+		out, err := run(ctx, 30*time.Second, "nft", "list", "table", fam, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		empty := true
+		for _, l := range strings.Split(out, "\n") {
+			l = strings.TrimSpace(l)
+			if l == "" || l == "}" || strings.HasPrefix(l, "table ") || strings.HasPrefix(l, "chain ") || strings.HasPrefix(l, "type ") {
+				continue
+			}
+			empty = false
+			break
+		}
+		if !empty {
+			continue
+		}
+		if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -162,6 +162,14 @@ func (c *Cluster) teardown() {
 				errs = append(errs, err)
 			}
 		}
+		// Loopback connections to our servers (TIME_WAIT and the like),
+		// including the agent's metrics port.
+		for _, port := range append(c.ports, AgentMetricsPort) {
+			out, err := run(ctx, 30*time.Second, "conntrack", "-D", "-p", "tcp", "--orig-port-dst", strconv.Itoa(port))
+			if err != nil && !strings.Contains(out, "0 flow entries") {
+				errs = append(errs, err)
+			}
+		}
 		for _, l := range []string{bridgeIf, dummyIf} {
 			if linkExists(l) {
 				if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {
@@ -177,6 +185,11 @@ func (c *Cluster) teardown() {
 		}
 	}
 
+	if c.nftBefore != nil {
+		if err := removeNewEmptyTables(ctx, c.nftBefore); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if os.Getenv("NODEAGENT_E2E_KEEP") == "" {
 		if err := os.RemoveAll(c.Dir); err != nil {
 			errs = append(errs, err)

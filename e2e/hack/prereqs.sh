@@ -9,7 +9,7 @@ set -euo pipefail
 
 HELM_VERSION=v3.22.0
 cache="${NODEAGENT_CACHE:-${HOME}/.cache/nodeagent}"
-tools_bin="${cache}/tools/bin"
+tools_bin="${cache}/bin"
 
 phase_start=$(date +%s)
 phase() {
@@ -60,15 +60,21 @@ if ((${#missing[@]} > 0)); then
 else
 	echo "prereqs: Debian packages present"
 fi
+# The agent image builder resolves packages with apt (apt-get install -s,
+# apt-get download): it needs the package lists.
+if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+	apt-get update -q
+	phase "apt-get update"
+fi
 
-mkdir -p "${tools_bin}"
-if [[ ! -x "${tools_bin}/helm-${HELM_VERSION}" ]]; then
-	echo "prereqs: go install helm ${HELM_VERSION}"
-	GOBIN="${tools_bin}/.gobin" CGO_ENABLED=0 nice -n 10 go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
-	mv "${tools_bin}/.gobin/helm" "${tools_bin}/helm-${HELM_VERSION}"
+# helm in the same place and version as deploy/hack/render.sh uses it.
+helm="${tools_bin}/helm"
+if [[ ! -x "${helm}" ]] || ! go version -m "${helm}" 2>/dev/null | grep -q "helm.sh/helm/v3[[:space:]]*${HELM_VERSION}[[:space:]]"; then
+	echo "prereqs: go install helm ${HELM_VERSION} into ${tools_bin}"
+	mkdir -p "${tools_bin}"
+	GOBIN="${tools_bin}" CGO_ENABLED=0 nice -n 10 go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 	phase "go install helm"
 else
-	echo "prereqs: helm ${HELM_VERSION} cached"
+	echo "prereqs: helm ${HELM_VERSION} cached at ${helm}"
 fi
-ln -sf "helm-${HELM_VERSION}" "${tools_bin}/helm"
 echo "prereqs: done"

@@ -47,12 +47,22 @@ type File struct {
 	Linkname string // for symlinks (Mode has fs.ModeSymlink)
 }
 
-// Layer builds an uncompressed-then-gzipped layer from files. Parent
-// directories are added as needed; timestamps are zero so that equal input
-// gives an equal digest.
+// Layer builds a layer from files. Parent directories are added as needed;
+// timestamps are zero so that equal input gives an equal digest.
 func Layer(files []File) (v1.Layer, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	if err := WriteTar(&buf, files); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	})
+}
+
+// WriteTar writes files as a tar stream (see Layer).
+func WriteTar(w io.Writer, files []File) error {
+	tw := tar.NewWriter(w)
 	dirs := map[string]bool{}
 	var addDir func(d string) error
 	addDir = func(d string) error {
@@ -71,7 +81,7 @@ func Layer(files []File) (v1.Layer, error) {
 	for _, f := range sorted {
 		p := strings.TrimPrefix(path.Clean(f.Path), "/")
 		if err := addDir(path.Dir(p)); err != nil {
-			return nil, err
+			return err
 		}
 		hdr := &tar.Header{Name: p, Mode: int64(f.Mode.Perm()), ModTime: time.Unix(0, 0)}
 		switch {
@@ -79,38 +89,32 @@ func Layer(files []File) (v1.Layer, error) {
 			hdr.Typeflag = tar.TypeSymlink
 			hdr.Linkname = f.Linkname
 			if err := tw.WriteHeader(hdr); err != nil {
-				return nil, err
+				return err
 			}
 		case f.Mode.IsDir():
 			if err := addDir(p); err != nil {
-				return nil, err
+				return err
 			}
 		default:
 			data := f.Data
 			if f.Source != "" {
 				b, err := os.ReadFile(f.Source)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				data = b
 			}
 			hdr.Typeflag = tar.TypeReg
 			hdr.Size = int64(len(data))
 			if err := tw.WriteHeader(hdr); err != nil {
-				return nil, err
+				return err
 			}
 			if _, err := tw.Write(data); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	b := buf.Bytes()
-	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(b)), nil
-	})
+	return tw.Close()
 }
 
 // TreeFiles lists the regular files, directories and symlinks under root as
