@@ -36,7 +36,6 @@ var iptablesTables = []string{"filter", "nat", "mangle", "raw"}
 // run is removed at teardown.
 var watchedDirs = []string{
 	"/run/containerd",
-	"/var/run/netns",
 	"/var/lib/cni",
 	"/var/log/containers",
 	"/var/log/pods",
@@ -106,14 +105,16 @@ func snapshotDirs() dirSnapshot {
 }
 
 // restore removes what appeared in the watched directories since the
-// snapshot, unmounting first where something is mounted.
+// snapshot. It never unmounts there: a mount point in these host
+// directories belongs to someone else (the cluster's own mounts live under
+// its temporary directory), so such an entry is left alone.
 func (s dirSnapshot) restore() []error {
 	var errs []error
 	for _, d := range watchedDirs {
 		before := s[d]
 		if before == nil {
 			if _, err := os.Lstat(d); err == nil {
-				if err := removeTree(d); err != nil {
+				if err := removeUnmounted(d); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -125,7 +126,7 @@ func (s dirSnapshot) restore() []error {
 		}
 		for _, e := range ents {
 			if !before[e.Name()] {
-				if err := removeTree(filepath.Join(d, e.Name())); err != nil {
+				if err := removeUnmounted(filepath.Join(d, e.Name())); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -134,9 +135,9 @@ func (s dirSnapshot) restore() []error {
 	return errs
 }
 
-// removeTree unmounts everything at or below path and removes it.
-func removeTree(path string) error {
-	if err := unmountBelow(path); err != nil {
+// removeUnmounted removes path unless something is mounted at or below it.
+func removeUnmounted(path string) error {
+	if mps, err := mountsBelow(path); err != nil || len(mps) > 0 {
 		return err
 	}
 	if err := os.RemoveAll(path); err != nil {

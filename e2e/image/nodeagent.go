@@ -101,6 +101,10 @@ func resolvePackages(ctx context.Context, pkgs []string) ([]debPackage, error) {
 	return res, nil
 }
 
+// debianLayerLayout is part of the cache key: bump it when the way the
+// layer is assembled changes (finishRootfs, alternatives).
+const debianLayerLayout = 2
+
 // DebianLayer returns a layer holding pkgs and their dependencies unpacked
 // into one root filesystem. The gzipped layer is cached in cacheDir under
 // a key made of the exact package versions, so a warm run only resolves.
@@ -110,6 +114,7 @@ func DebianLayer(ctx context.Context, pkgs []string, cacheDir string, logf func(
 		return nil, err
 	}
 	h := sha256.New()
+	fmt.Fprintf(h, "layout %d\n", debianLayerLayout)
 	for _, p := range resolved {
 		fmt.Fprintf(h, "%s=%s\n", p.Name, p.Version)
 	}
