@@ -33,6 +33,10 @@ type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// InterfaceName is the dummy interface holding Addresses.
 	InterfaceName string `yaml:"interfaceName"`
+	// InterfaceType is the link kind: dummy (as node-local-dns), or bridge
+	// (a bridge without ports holds addresses the same way) for kernels
+	// built without the dummy driver.
+	InterfaceType string `yaml:"interfaceType"`
 	// ManageInterface creates the interface and its addresses. Turn it off
 	// when the addresses already exist on the node (or in tests on loopback).
 	ManageInterface bool `yaml:"manageInterface"`
@@ -86,7 +90,7 @@ type CacheConfig struct {
 	// every upstream fails (RFC 8767); 0 disables serve-stale.
 	StaleTTL time.Duration `yaml:"staleTTL"`
 	// StaleAnswerTTL is the TTL put on stale answers (RFC 8767 recommends 30s).
-	StaleAnswerTTL time.Duration `yaml:"staleAnswerTTL"`
+	StaleAnswerTTL time.Duration  `yaml:"staleAnswerTTL"`
 	Prefetch       PrefetchConfig `yaml:"prefetch"`
 }
 
@@ -152,6 +156,7 @@ func DefaultConfig() *Config {
 	return &Config{
 		Enabled:           false,
 		InterfaceName:     "nodelocaldns",
+		InterfaceType:     "dummy",
 		ManageInterface:   true,
 		Addresses:         []string{"169.254.20.10"},
 		Port:              53,
@@ -196,6 +201,9 @@ func (c *Config) Validate() error {
 	var errs config.Errors
 	if c.InterfaceName == "" || len(c.InterfaceName) > 15 || strings.ContainsAny(c.InterfaceName, "/ \t\n:") {
 		errs.Addf("interfaceName", "must be a Linux interface name (1-15 characters, no '/', ':' or spaces), got %q", c.InterfaceName)
+	}
+	if c.InterfaceType != "dummy" && c.InterfaceType != "bridge" {
+		errs.Addf("interfaceType", "must be dummy or bridge, got %q", c.InterfaceType)
 	}
 	served := map[netip.AddrPort]bool{}
 	if len(c.Addresses) == 0 {

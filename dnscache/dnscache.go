@@ -188,7 +188,7 @@ func (c *Cache) ensure(ctx context.Context) error {
 			err = &setupError{reasonInterface, err}
 		} else {
 			var changed bool
-			changed, err = ensureInterface(h, c.cfg.InterfaceName, c.addrs)
+			changed, err = ensureInterface(h, c.cfg.InterfaceName, c.cfg.InterfaceType, c.addrs)
 			h.Close()
 			if changed && err == nil {
 				c.log.Info("interface ensured", "interface", c.cfg.InterfaceName, "addresses", c.cfg.Addresses)
@@ -226,6 +226,9 @@ func (c *Cache) ensureFirewall(ctx context.Context) error {
 	case FirewallIptables:
 		reason = reasonIptables
 		changed, err = (&iptFirewall{comment: c.cfg.Firewall.Table, exec: c.deps.Exec}).ensure(ctx, rules)
+	}
+	if err != nil && ctx.Err() != nil {
+		return nil // stopping: not a failure
 	}
 	if err != nil {
 		c.m.setupErrors.WithLabelValues(reason).Inc()
@@ -508,7 +511,7 @@ func teardown(ctx context.Context, cfg *Config, deps agent.Deps, ns netns.NsHand
 	if cfg.ManageInterface {
 		h, err := netlinkHandle(ns)
 		if err == nil {
-			err = removeInterface(h, cfg.InterfaceName)
+			err = removeInterface(h, cfg.InterfaceName, cfg.InterfaceType)
 			h.Close()
 		}
 		if err != nil {

@@ -31,14 +31,18 @@ func netlinkHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 // ensureInterface makes the dummy interface exist, be up and hold addrs (as
 // /32 or /128, without duplicate address detection). It reports whether it
 // changed anything.
-func ensureInterface(h *netlink.Handle, name string, addrs []netip.Addr) (changed bool, err error) {
+func ensureInterface(h *netlink.Handle, name, kind string, addrs []netip.Addr) (changed bool, err error) {
 	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
 		la := netlink.NewLinkAttrs()
 		la.Name = name
-		if err := h.LinkAdd(&netlink.Dummy{LinkAttrs: la}); err != nil && !errors.Is(err, unix.EEXIST) {
-			return false, &setupError{reasonInterface, fmt.Errorf("add dummy %s: %w", name, err)}
+		var l netlink.Link = &netlink.Dummy{LinkAttrs: la}
+		if kind == "bridge" {
+			l = &netlink.Bridge{LinkAttrs: la}
+		}
+		if err := h.LinkAdd(l); err != nil && !errors.Is(err, unix.EEXIST) {
+			return false, &setupError{reasonInterface, fmt.Errorf("add %s %s: %w", kind, name, err)}
 		}
 		changed = true
 		link, err = h.LinkByName(name)
@@ -46,8 +50,8 @@ func ensureInterface(h *netlink.Handle, name string, addrs []netip.Addr) (change
 	if err != nil {
 		return changed, &setupError{reasonInterface, fmt.Errorf("find %s: %w", name, err)}
 	}
-	if link.Type() != "dummy" {
-		return changed, &setupError{reasonInterface, fmt.Errorf("%s exists and is a %s interface, not dummy", name, link.Type())}
+	if link.Type() != kind {
+		return changed, &setupError{reasonInterface, fmt.Errorf("%s exists and is a %s interface, not %s", name, link.Type(), kind)}
 	}
 	have, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
@@ -83,7 +87,7 @@ func ensureInterface(h *netlink.Handle, name string, addrs []netip.Addr) (change
 }
 
 // removeInterface deletes the interface if it exists.
-func removeInterface(h *netlink.Handle, name string) error {
+func removeInterface(h *netlink.Handle, name, kind string) error {
 	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
@@ -92,8 +96,8 @@ func removeInterface(h *netlink.Handle, name string) error {
 	if err != nil {
 		return err
 	}
-	if link.Type() != "dummy" {
-		return fmt.Errorf("%s is a %s interface, not dummy: not deleting it", name, link.Type())
+	if link.Type() != kind {
+		return fmt.Errorf("%s is a %s interface, not %s: not deleting it", name, link.Type(), kind)
 	}
 	return h.LinkDel(link)
 }

@@ -35,12 +35,12 @@ const (
 type queryError int
 
 const (
-	qeOK       queryError = iota
-	qeDrop                // not a query at all (too short, a response): no answer
-	qeFormErr             // malformed
-	qeNotImp              // opcode other than QUERY, meta types
-	qeRefused             // classes other than IN, zone transfers
-	qeBadVers             // EDNS version other than 0
+	qeOK      queryError = iota
+	qeDrop               // not a query at all (too short, a response): no answer
+	qeFormErr            // malformed
+	qeNotImp             // opcode other than QUERY, meta types
+	qeRefused            // classes other than IN, zone transfers
+	qeBadVers            // EDNS version other than 0
 )
 
 // query is a parsed question. key is the cache key: the lowercased wire name,

@@ -1,0 +1,440 @@
+package dnscache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent/hostexec"
+)
+
+// Root tests run in a throwaway network namespace each and use the real
+// kernel: netlink, nftables or iptables, conntrack.
+
+func needRoot(t *testing.T, bins ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, netlink, nftables); run dnscache/hack/prereqs.sh and the tests as root")
+	}
+	for _, b := range append([]string{"ip"}, bins...) {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("needs %s in PATH (dnscache/hack/prereqs.sh installs it)", b)
+		}
+	}
+}
+
+// testNS is a named namespace (so that `ip netns exec` reaches it) with lo up.
+type testNS struct {
+	name   string
+	handle netns.NsHandle
+}
+
+func newTestNS(t *testing.T) *testNS {
+	t.Helper()
+	name := fmt.Sprintf("dnsc-%d-%d", os.Getpid(), rand.IntN(1<<20))
+	var ns netns.NsHandle
+	errc := make(chan error, 1)
+	go func() {
+		// NewNamed moves this thread into the new namespace: do it on a
+		// locked thread and move back before unlocking it.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err = netns.NewNamed(name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		if err := netns.Set(orig); err != nil {
+			errc <- err
+			return // leave the thread locked: it dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("new netns: %v", err)
+	}
+	n := &testNS{name: name, handle: ns}
+	t.Cleanup(func() {
+		ns.Close()
+		netns.DeleteNamed(name)
+	})
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// run runs a command inside the namespace.
+func (n *testNS) run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (n *testNS) mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.run(t, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// dial opens a socket inside the namespace.
+func (n *testNS) dial(t *testing.T, network, address string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	err := inNetns(n.handle, func() error {
+		var err error
+		c, err = net.DialTimeout(network, address, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// query asks address (inside the namespace) for name over network.
+func (n *testNS) query(t *testing.T, network, address, name string) (*dns.Msg, error) {
+	t.Helper()
+	c := &dns.Conn{Conn: n.dial(t, network, address)}
+	defer c.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := c.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	return c.ReadMsg()
+}
+
+// nsExec runs the cache's host commands (iptables) inside the namespace.
+type nsExec struct{ ns string }
+
+func (e nsExec) Run(ctx context.Context, c hostexec.Cmd) ([]byte, error) {
+	c.Args = append([]string{"netns", "exec", e.ns, c.Name}, c.Args...)
+	c.Name = "ip"
+	return hostexec.Exec{}.Run(ctx, c)
+}
+
+func rootConfig(t *testing.T, up *authServer) *Config {
+	cfg := DefaultConfig()
+	cfg.Enabled = true
+	cfg.ReconcileInterval = time.Second
+	cfg.ClusterDNS.Addresses = []string{up.addr}
+	cfg.Node.Addresses = []string{up.addr}
+	cfg.Upstream.Timeout = 500 * time.Millisecond
+	cfg.ShutdownGrace = time.Second
+	cfg.InterfaceType = linkKind(t)
+	return cfg
+}
+
+// linkKind is dummy where the kernel has the driver, else a port-less bridge
+// (some VM kernels are built without CONFIG_DUMMY).
+func linkKind(t *testing.T) string {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	la := netlink.NewLinkAttrs()
+	la.Name = fmt.Sprintf("dnscprobe%d", rand.IntN(1000))
+	if err := h.LinkAdd(&netlink.Dummy{LinkAttrs: la}); err != nil {
+		t.Logf("no dummy interfaces on this kernel (%v): using a bridge", err)
+		return "bridge"
+	}
+	if l, err := h.LinkByName(la.Name); err == nil {
+		h.LinkDel(l)
+	}
+	return "dummy"
+}
+
+func inNS(ns *testNS) func(*Cache) { return func(c *Cache) { c.ns = ns.handle } }
+
+// TestRootInterfaceAndRules: the interface and nftables rules are created,
+// re-created after being deleted by hand, answer on the link-local address,
+// keep its queries out of conntrack, outlive Run, and go with Teardown.
+func TestRootInterfaceAndRules(t *testing.T) {
+	needRoot(t, "nft", "conntrack")
+	ns := newTestNS(t)
+	up := newAuthServer(t)
+	cfg := rootConfig(t, up)
+	srv := "169.254.20.10:53"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	deps, _ := testDeps(t)
+	c, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ns = ns.handle
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+
+	for _, network := range []string{"udp", "tcp"} {
+		if r, err := ns.query(t, network, srv, "a.example."); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("%s query: %v %v", network, err, r)
+		}
+	}
+	rules := ns.mustRun(t, "nft", "list", "table", "inet", cfg.Firewall.Table)
+	for _, want := range []string{"notrack", "accept", "169.254.20.10", "priority raw", "udp dport 53", "tcp sport 53"} {
+		if !strings.Contains(rules, want) {
+			t.Fatalf("rules lack %q:\n%s", want, rules)
+		}
+	}
+
+	t.Run("no conntrack entries for the cache's address", func(t *testing.T) {
+		// Conntrack only tracks in a namespace once a rule uses it.
+		ns.mustRun(t, "nft", "add table ip ctprobe; add chain ip ctprobe in { type filter hook input priority 0; }; add rule ip ctprobe in ct state new,established accept")
+		// A control server on a second address without NOTRACK.
+		ns.mustRun(t, "ip", "addr", "add", "169.254.20.11/32", "dev", cfg.InterfaceName)
+		var ctrl *dns.Server
+		err := inNetns(ns.handle, func() error {
+			pc, err := net.ListenPacket("udp", "169.254.20.11:53")
+			ctrl = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { ctrl.ActivateAndServe() })
+		defer func() { ctrl.Shutdown(); wg.Wait() }()
+		for i := range 5 {
+			for _, network := range []string{"udp", "tcp"} {
+				if _, err := ns.query(t, network, srv, fmt.Sprintf("ct%d.example.", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if _, err := ns.query(t, "udp", "169.254.20.11:53", "control.example."); err != nil {
+			t.Fatal(err)
+		}
+		out := ns.mustRun(t, "conntrack", "-L")
+		if !strings.Contains(out, "169.254.20.11") {
+			t.Fatalf("control flow not tracked, so the check proves nothing:\n%s", out)
+		}
+		if strings.Contains(out, "169.254.20.10") {
+			t.Fatalf("conntrack has entries for the cache's address:\n%s", out)
+		}
+		ns.mustRun(t, "ip", "addr", "del", "169.254.20.11/32", "dev", cfg.InterfaceName)
+	})
+
+	t.Run("interface deleted by hand is re-created", func(t *testing.T) {
+		ns.mustRun(t, "ip", "link", "del", cfg.InterfaceName)
+		eventually(t, 5*time.Second, "interface back", func() bool {
+			out, err := ns.run(t, "ip", "-br", "addr", "show", "dev", cfg.InterfaceName)
+			return err == nil && strings.Contains(out, "169.254.20.10")
+		})
+		// The sockets bound before still serve the address.
+		if r, err := ns.query(t, "udp", srv, "after-link.example."); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("query after re-creation: %v", err)
+		}
+	})
+	t.Run("address deleted by hand is re-added", func(t *testing.T) {
+		ns.mustRun(t, "ip", "addr", "del", "169.254.20.10/32", "dev", cfg.InterfaceName)
+		eventually(t, 5*time.Second, "address back", func() bool {
+			out, err := ns.run(t, "ip", "-br", "addr", "show", "dev", cfg.InterfaceName)
+			return err == nil && strings.Contains(out, "169.254.20.10")
+		})
+	})
+	t.Run("rules deleted by hand are re-created", func(t *testing.T) {
+		ns.mustRun(t, "nft", "delete", "table", "inet", cfg.Firewall.Table)
+		eventually(t, 5*time.Second, "table back", func() bool {
+			out, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table)
+			return err == nil && strings.Count(out, "notrack") == 6
+		})
+		// A rule removed from a chain is noticed too.
+		out := ns.mustRun(t, "nft", "-a", "list", "chain", "inet", cfg.Firewall.Table, "filter-input")
+		var handle string
+		for _, l := range strings.Split(out, "\n") {
+			if i := strings.Index(l, "# handle "); i >= 0 && strings.Contains(l, "accept") {
+				handle = strings.TrimSpace(l[i+len("# handle "):])
+			}
+		}
+		ns.mustRun(t, "nft", "delete", "rule", "inet", cfg.Firewall.Table, "filter-input", "handle", handle)
+		eventually(t, 5*time.Second, "rule back", func() bool {
+			out, err := ns.run(t, "nft", "list", "chain", "inet", cfg.Firewall.Table, "filter-input")
+			return err == nil && strings.Count(out, "accept") == 2
+		})
+	})
+
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table); err != nil {
+		t.Fatal("stopping Run removed the rules")
+	}
+	if out, err := ns.run(t, "ip", "-br", "addr", "show", "dev", cfg.InterfaceName); err != nil || !strings.Contains(out, "169.254.20.10") {
+		t.Fatal("stopping Run removed the interface")
+	}
+	if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table); err == nil {
+		t.Fatal("Teardown left the table")
+	}
+	if _, err := ns.run(t, "ip", "link", "show", cfg.InterfaceName); err == nil {
+		t.Fatal("Teardown left the interface")
+	}
+	if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+		t.Fatalf("second Teardown: %v", err)
+	}
+}
+
+// TestRootIptablesMode: the same rules through iptables, re-created when
+// deleted by hand, removed by Teardown.
+func TestRootIptablesMode(t *testing.T) {
+	needRoot(t, "iptables", "iptables-save")
+	ns := newTestNS(t)
+	up := newAuthServer(t)
+	cfg := rootConfig(t, up)
+	cfg.Firewall.Mode = FirewallIptables
+	deps, _ := testDeps(t)
+	deps.Exec = nsExec{ns.name}
+	c, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ns = ns.handle
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+	count := func() int {
+		out, _ := ns.run(t, "iptables-save")
+		return strings.Count(out, cfg.Firewall.Table)
+	}
+	if n := count(); n != 10 {
+		t.Fatalf("%d tagged rules, want 10", n)
+	}
+	if r, err := ns.query(t, "udp", "169.254.20.10:53", "ipt.example."); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("query: %v", err)
+	}
+	ns.mustRun(t, "iptables", "-t", "raw", "-D", "PREROUTING", "-p", "udp", "-d", "169.254.20.10", "--dport", "53",
+		"-m", "comment", "--comment", cfg.Firewall.Table, "-j", "NOTRACK")
+	eventually(t, 5*time.Second, "rule back", func() bool { return count() == 10 })
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 10 {
+		t.Fatalf("stopping Run left %d rules, want 10", n)
+	}
+	if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("Teardown left %d rules", n)
+	}
+}
+
+// TestRootRestartKeepsAnswering: a second process-like instance starts on the
+// same address (SO_REUSEPORT), the first one stops under load, and no query
+// goes unanswered.
+func TestRootRestartKeepsAnswering(t *testing.T) {
+	needRoot(t)
+	ns := newTestNS(t)
+	up := newAuthServer(t)
+	cfg := rootConfig(t, up)
+	cfg.Firewall.Mode = FirewallNone
+	srv := "169.254.20.10:53"
+
+	start := func() (*Cache, context.CancelFunc, chan error) {
+		deps, _ := testDeps(t)
+		c, err := New(cfg, deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ns = ns.handle
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- c.Run(ctx) }()
+		eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+		return c, cancel, errc
+	}
+	_, cancelOld, errOld := start()
+
+	// Load: 8 clients, each with its own socket (source port), one query
+	// in flight at a time, 1s timeout.
+	var sent, lost atomic.Int64
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for i := range 8 {
+		conn := &dns.Conn{Conn: ns.dial(t, "udp", srv)}
+		load.Go(func() {
+			defer conn.Close()
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf("r%d.example.", (i*7+j)%50), dns.TypeA)
+				conn.SetDeadline(time.Now().Add(time.Second))
+				sent.Add(1)
+				if conn.WriteMsg(m) != nil {
+					lost.Add(1)
+					continue
+				}
+				if r, err := conn.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+					lost.Add(1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	_, cancelNew, errNew := start()
+	time.Sleep(200 * time.Millisecond)
+	cancelOld()
+	if err := <-errOld; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	close(stop)
+	load.Wait()
+	cancelNew()
+	if err := <-errNew; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restart under load: %d queries, %d lost", sent.Load(), lost.Load())
+	if sent.Load() < 1000 {
+		t.Fatalf("only %d queries sent", sent.Load())
+	}
+	if lost.Load() > 0 {
+		t.Fatalf("%d of %d queries lost across the restart", lost.Load(), sent.Load())
+	}
+}

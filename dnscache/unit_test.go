@@ -1,0 +1,276 @@
+package dnscache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/agent/config"
+	"github.com/nodeagent/nodeagent/agent/hostpath"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want []string // key paths, all reported at once
+	}{
+		{"loop through cluster DNS", func(c *Config) { c.ClusterDNS.Addresses = []string{"169.254.20.10"} }, []string{"clusterDNS.addresses[0]"}},
+		{"loop through node resolver with port", func(c *Config) { c.Node.Addresses = []string{"169.254.20.10:53"} }, []string{"node.addresses[0]"}},
+		{"other port is no loop", func(c *Config) { c.Node.Addresses = []string{"169.254.20.10:5353"} }, nil},
+		{"every problem reported", func(c *Config) {
+			c.Cache.DenialTTL = 0
+			c.Cache.SuccessTTL = 1500 * time.Millisecond
+			c.Addresses = []string{"nope"}
+			c.Firewall.Mode = "ebtables"
+			c.Zones = []ZoneConfig{{Name: "a.example", Protocol: "quic"}}
+			c.Port = 0
+		}, []string{"cache.denialTTL", "cache.successTTL", "addresses[0]", "firewall.mode", "zones[0].addresses", "zones[0].protocol", "port"}},
+		{"no cluster DNS", func(c *Config) { c.ClusterDNS.Service = ""; c.ClusterDNS.Addresses = nil }, []string{"clusterDNS"}},
+		{"bad service", func(c *Config) { c.ClusterDNS.Service = "kube-dns" }, []string{"clusterDNS.service"}},
+		{"interface name too long", func(c *Config) { c.InterfaceName = "nodelocaldns-too-long" }, []string{"interfaceName"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(c)
+			err := c.Validate()
+			var errs config.Errors
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected: %v", err)
+				}
+				return
+			}
+			if !errors.As(err, &errs) {
+				t.Fatalf("want config.Errors, got %v", err)
+			}
+			got := map[string]bool{}
+			for _, fe := range errs {
+				got[fe.Path] = true
+			}
+			for _, w := range tc.want {
+				if !got[w] {
+					t.Errorf("no problem reported at %s; got:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	t.Parallel()
+	served := DefaultConfig().servedAddrs()
+	tests := []struct {
+		name    string
+		files   map[string]string
+		want    string
+		wantErr bool
+	}{
+		{"plain", map[string]string{"etc/resolv.conf": "search x\nnameserver 10.0.0.2\n# nameserver 9.9.9.9\nnameserver fd00::2\noptions ndots:5\n"}, "10.0.0.2:53 [fd00::2]:53", false},
+		{"systemd-resolved stub", map[string]string{
+			"etc/resolv.conf":                 "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
+			"run/systemd/resolve/resolv.conf": "nameserver 172.31.0.2\n",
+		}, "172.31.0.2:53", false},
+		{"stub without resolved's file", map[string]string{"etc/resolv.conf": "nameserver 127.0.0.53\n"}, "", true},
+		{"own address skipped", map[string]string{"etc/resolv.conf": "nameserver 169.254.20.10\nnameserver 10.0.0.2\n"}, "10.0.0.2:53", false},
+		{"only own address", map[string]string{"etc/resolv.conf": "nameserver 169.254.20.10\n"}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for p, data := range tc.files {
+				os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+				os.WriteFile(filepath.Join(root, p), []byte(data), 0o644)
+			}
+			got, err := nodeResolvers(hostpath.New(root), "/etc/resolv.conf", served)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			var s []string
+			for _, a := range got {
+				s = append(s, a.String())
+			}
+			if strings.Join(s, " ") != tc.want {
+				t.Fatalf("got %q, want %q", strings.Join(s, " "), tc.want)
+			}
+		})
+	}
+}
+
+func answerFor(name string, ttl uint32) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	m.Response = true
+	rr, _ := dns.NewRR(name + " " + fmtUint(ttl) + " IN A 192.0.2.7")
+	m.Answer = []dns.RR{rr}
+	return m
+}
+
+func fmtUint(v uint32) string {
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for v > 0 {
+		b = append([]byte{byte('0' + v%10)}, b...)
+		v /= 10
+	}
+	return string(b)
+}
+
+func keyFor(t *testing.T, name string) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	b, _ := m.Pack()
+	var q query
+	if qe := parseQuery(b, &q); qe != qeOK {
+		t.Fatalf("parse: %v", qe)
+	}
+	return q.key
+}
+
+func TestStoreBounds(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UnixNano()
+	t.Run("entries", func(t *testing.T) {
+		st := newStore(nShards*4, 1<<30)
+		for i := range 1000 {
+			name := "n" + fmtUint(uint32(i)) + ".example."
+			e, err := newEntry(keyFor(t, name), answerFor(name, 60), time.Minute, true, time.Hour, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.put(e, now)
+		}
+		if n := st.entries.Load(); n > nShards*4 {
+			t.Fatalf("%d entries, bound %d", n, nShards*4)
+		}
+		if st.evictions.Load() == 0 {
+			t.Fatal("no evictions counted")
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		st := newStore(1<<20, 64<<10)
+		for i := range 5000 {
+			name := strings.Repeat("x", 50) + fmtUint(uint32(i)) + ".example."
+			e, _ := newEntry(keyFor(t, name), answerFor(name, 60), time.Minute, true, time.Hour, now)
+			st.put(e, now)
+		}
+		if b := st.bytes.Load(); b > 64<<10 {
+			t.Fatalf("%d bytes, bound %d", b, 64<<10)
+		}
+	})
+	t.Run("least recently used goes first", func(t *testing.T) {
+		st := newStore(nShards*2, 1<<30)
+		keep := keyFor(t, "keep.example.")
+		e, _ := newEntry(keep, answerFor("keep.example.", 60), time.Minute, true, time.Hour, now)
+		st.put(e, now)
+		for i := range 500 {
+			st.get(keep, now)
+			name := "f" + fmtUint(uint32(i)) + ".example."
+			e, _ := newEntry(keyFor(t, name), answerFor(name, 60), time.Minute, true, time.Hour, now)
+			st.put(e, now)
+		}
+		if st.get(keep, now) == nil {
+			t.Fatal("a hot entry was evicted")
+		}
+	})
+	t.Run("failure never replaces a good entry", func(t *testing.T) {
+		st := newStore(100, 1<<20)
+		k := keyFor(t, "g.example.")
+		good, _ := newEntry(k, answerFor("g.example.", 1), time.Second, true, time.Hour, now)
+		st.put(good, now)
+		sf := answerFor("g.example.", 1)
+		sf.Answer, sf.Rcode = nil, dns.RcodeServerFailure
+		bad, _ := newEntry(k, sf, time.Second, false, 0, now)
+		later := now + int64(5*time.Second) // good one is stale by then
+		if st.put(bad, later) {
+			t.Fatal("SERVFAIL replaced a good (stale) entry")
+		}
+		if e := st.get(k, later); e != good {
+			t.Fatal("good entry lost")
+		}
+	})
+	t.Run("past the stale window entries go away", func(t *testing.T) {
+		st := newStore(100, 1<<20)
+		k := keyFor(t, "old.example.")
+		e, _ := newEntry(k, answerFor("old.example.", 1), time.Second, true, time.Second, now)
+		st.put(e, now)
+		if st.get(k, now+int64(1500*time.Millisecond)) == nil {
+			t.Fatal("entry gone inside its stale window")
+		}
+		if st.get(k, now+int64(3*time.Second)) != nil || st.entries.Load() != 0 {
+			t.Fatal("entry kept past its stale window")
+		}
+	})
+}
+
+func TestTTLPolicy(t *testing.T) {
+	t.Parallel()
+	p := ttlPolicy{}.fromConfig(DefaultConfig().Cache)
+	soa := func(ttl, minttl uint32) dns.RR {
+		return &dns.SOA{Hdr: dns.RR_Header{Name: "example.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl}, Ns: "a.", Mbox: "b.", Minttl: minttl}
+	}
+	tests := []struct {
+		name string
+		msg  func(m *dns.Msg)
+		ttl  time.Duration
+		good bool
+	}{
+		{"positive capped", func(m *dns.Msg) {}, 30 * time.Second, true},
+		{"positive short", func(m *dns.Msg) { m.Answer[0].Header().Ttl = 7 }, 7 * time.Second, true},
+		{"NXDOMAIN from SOA minimum", func(m *dns.Msg) { m.Rcode, m.Answer, m.Ns = dns.RcodeNameError, nil, []dns.RR{soa(60, 2)} }, 2 * time.Second, true},
+		{"NXDOMAIN from SOA TTL", func(m *dns.Msg) { m.Rcode, m.Answer, m.Ns = dns.RcodeNameError, nil, []dns.RR{soa(1, 60)} }, time.Second, true},
+		{"NXDOMAIN capped by denialTTL", func(m *dns.Msg) { m.Rcode, m.Answer, m.Ns = dns.RcodeNameError, nil, []dns.RR{soa(3600, 3600)} }, 5 * time.Second, true},
+		{"NODATA without SOA not cached", func(m *dns.Msg) { m.Answer = nil }, 0, true},
+		{"truncated not cached", func(m *dns.Msg) { m.Truncated = true }, 0, false},
+		{"SERVFAIL briefly", func(m *dns.Msg) { m.Rcode, m.Answer = dns.RcodeServerFailure, nil }, time.Second, false},
+		{"REFUSED not cached", func(m *dns.Msg) { m.Rcode, m.Answer = dns.RcodeRefused, nil }, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := answerFor("p.example.", 300)
+			tc.msg(m)
+			ttl, good := p.lifetime(m)
+			if ttl != tc.ttl || good != tc.good {
+				t.Fatalf("got %s good=%v, want %s good=%v", ttl, good, tc.ttl, tc.good)
+			}
+		})
+	}
+}
+
+// TestRunNeedsClusterDNS: without a Kubernetes client the Service cannot be
+// resolved, and Run says so instead of serving half the zones.
+func TestRunNeedsClusterDNS(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, "127.0.0.1:1")
+	cfg.ClusterDNS.Addresses = nil
+	c, err := New(cfg, depsNoLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "clusterDNS.addresses") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func depsNoLog(t *testing.T) agent.Deps {
+	d, _ := testDeps(t)
+	d.Log = slog.New(slog.DiscardHandler)
+	d.Metrics = prometheus.NewRegistry()
+	return d
+}
