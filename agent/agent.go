@@ -42,6 +42,11 @@ type Options struct {
 	Exec        hostexec.Runner
 	Log         *slog.Logger
 	MetricsAddr string
+	// ProbeSocket, if set, is a unix socket serving the same endpoints to
+	// `nodeagent probe`: during a surge rollout two agents share MetricsAddr
+	// (SO_REUSEPORT), so only a socket in the pod's own /run tells a pod's
+	// probe about its own agent.
+	ProbeSocket string
 	Version     string
 	// Kube is nil without a cluster: the gate, labels and Events stay off.
 	Kube *kube.Client
@@ -61,7 +66,6 @@ type Agent struct {
 	cfg       atomic.Pointer[FileConfig]
 	lastRead  []byte // the bytes last read from ConfigPath, good or bad
 	heartbeat atomic.Int64
-	listener  net.Listener
 
 	gate gateState // owned by gateLoop
 }
@@ -94,6 +98,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{opts: opts, log: opts.Log, reg: reg, lastRead: data}
 	a.metrics = newCoreMetrics(reg)
 	a.metrics.buildInfo.WithLabelValues(opts.Version).Set(1)
+	a.metrics.lastReloadOK.Set(1)
 	a.setConfig(fc)
 	a.sup = newSupervisor(a.log, a.metrics, func() RestartConfig { return a.cfg.Load().Agent.Restart })
 	return a, nil
@@ -121,12 +126,21 @@ func (a *Agent) Config() *FileConfig { return a.cfg.Load() }
 // agent.shutdownTimeout, leaving host state in place. It returns an error
 // only when it cannot serve at all (e.g. the metrics address is taken).
 func (a *Agent) Run(ctx context.Context) error {
+	var listeners []net.Listener
 	if a.opts.MetricsAddr != "" {
-		ln, err := net.Listen("tcp", a.opts.MetricsAddr)
+		ln, err := listenReusePort(ctx, "tcp", a.opts.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics server: %w", err)
 		}
-		a.listener = ln
+		listeners = append(listeners, ln)
+	}
+	if a.opts.ProbeSocket != "" {
+		ln, err := listenUnix(a.opts.ProbeSocket)
+		if err != nil {
+			closeAll(listeners)
+			return fmt.Errorf("probe socket: %w", err)
+		}
+		listeners = append(listeners, ln)
 	}
 	fc := a.cfg.Load()
 	a.metrics.configInfo.WithLabelValues(fc.Hash).Set(1)
@@ -147,9 +161,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.heartbeat.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	srvErr := make(chan error, 1)
-	if a.listener != nil {
-		wg.Go(func() { srvErr <- a.serve(ctx) })
+	srvErr := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		wg.Go(func() { srvErr <- a.serve(ctx, ln) })
 	}
 	wg.Go(func() { a.reloadLoop(ctx, featCtx) })
 	wg.Go(func() { a.gateLoop(ctx) })
@@ -243,6 +257,7 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 	old := a.cfg.Load()
 	if err != nil {
 		a.metrics.reloadFailures.Inc()
+		a.metrics.lastReloadOK.Set(0)
 		a.log.Error("config rejected; the last good config stays in force", "config", a.opts.ConfigPath, "hash", old.Hash, "err", err)
 		if k := a.opts.Kube; k != nil && old.Agent.Events.Enabled {
 			k.Event(corev1.EventTypeWarning, "ConfigRejected", "Reload",
@@ -250,6 +265,7 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 		}
 		return
 	}
+	a.metrics.lastReloadOK.Set(1)
 	if fc.Hash == old.Hash {
 		return
 	}

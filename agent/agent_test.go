@@ -59,6 +59,7 @@ func start(t *testing.T, path string, data string, k *kube.Client) *harness {
 		Registry:      h.reg,
 		Kube:          k,
 		Version:       "test",
+		Log:           testLog(t),
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -254,7 +255,7 @@ func TestReloadDisablesAndEnables(t *testing.T) {
 
 func newNode() *corev1.Node {
 	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "node-1"},
+		ObjectMeta: metav1.ObjectMeta{Name: "node-1", ResourceVersion: "1"},
 		Spec: corev1.NodeSpec{Taints: []corev1.Taint{
 			{Key: "nodeagent.io/not-ready", Effect: corev1.TaintEffectNoSchedule},
 			{Key: "karpenter.sh/disrupted", Effect: corev1.TaintEffectNoSchedule},
@@ -363,4 +364,18 @@ func TestMetricsLintAndHealth(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+}
+
+// During a surge rollout two agents on one node bind the same metrics port.
+func TestMetricsPortIsShared(t *testing.T) {
+	a, err := listenReusePort(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := listenReusePort(context.Background(), "tcp", a.Addr().String())
+	if err != nil {
+		t.Fatalf("second agent cannot bind %s: %v", a.Addr(), err)
+	}
+	b.Close()
 }

@@ -20,6 +20,7 @@ type coreMetrics struct {
 	featureRestarts *prometheus.CounterVec
 	reloads         prometheus.Counter
 	reloadFailures  prometheus.Counter
+	lastReloadOK    prometheus.Gauge
 	configInfo      *prometheus.GaugeVec
 	nodeReady       prometheus.Gauge
 	buildInfo       *prometheus.GaugeVec
@@ -47,6 +48,10 @@ func newCoreMetrics(reg prometheus.Registerer) *coreMetrics {
 			Namespace: "nodeagent", Subsystem: "config", Name: "reload_failures_total",
 			Help: "Config file changes rejected (unreadable or invalid); the last good config stays in force.",
 		}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "nodeagent", Subsystem: "config", Name: "last_reload_successful",
+			Help: "1 when the config file on disk is the one in force, 0 while a rejected file is there.",
+		}),
 		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "nodeagent", Subsystem: "config", Name: "info",
 			Help: "1, labelled with the hash of the config in force.",
@@ -60,7 +65,7 @@ func newCoreMetrics(reg prometheus.Registerer) *coreMetrics {
 			Help: "1, labelled with the agent's version.",
 		}, []string{labelVersion}),
 	}
-	reg.MustRegister(m.featureUp, m.featureReady, m.featureRestarts, m.reloads, m.reloadFailures,
+	reg.MustRegister(m.featureUp, m.featureReady, m.featureRestarts, m.reloads, m.reloadFailures, m.lastReloadOK,
 		m.configInfo, m.nodeReady, m.buildInfo)
 	return m
 }

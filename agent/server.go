@@ -4,10 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 )
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -19,7 +26,7 @@ func (a *Agent) Handler() http.Handler {
 	return mux
 }
 
-func (a *Agent) serve(ctx context.Context) error {
+func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	defer close(done)
@@ -32,8 +39,8 @@ func (a *Agent) serve(ctx context.Context) error {
 		case <-done:
 		}
 	}()
-	a.log.Info("serving metrics and health", "addr", a.listener.Addr().String())
-	if err := srv.Serve(a.listener); !errors.Is(err, http.ErrServerClosed) {
+	a.log.Info("serving metrics and health", "addr", ln.Addr().String())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -69,4 +76,63 @@ func (a *Agent) readyz(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(rep)
+}
+
+// listenReusePort listens with SO_REUSEPORT, so that during a rolling update
+// the new agent binds while the old one still serves on the same node.
+func listenReusePort(ctx context.Context, network, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(ctx, network, addr)
+}
+
+// listenUnix listens on a unix socket at path, replacing a stale one left by
+// an agent that was killed.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return net.Listen("unix", path)
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		_ = l.Close()
+	}
+}
+
+// Probe asks the agent behind the unix socket at path for endpoint
+// ("/healthz" or "/readyz"). It returns nil on 200, and an error carrying the
+// body otherwise: `nodeagent probe` is the pod's exec probe.
+func Probe(ctx context.Context, path, endpoint string) error {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+endpoint, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s\n%s", endpoint, resp.Status, body)
+	}
+	return nil
 }

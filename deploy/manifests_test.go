@@ -378,8 +378,8 @@ func TestDaemonSetInvariants(t *testing.T) {
 		{"no ports: with hostNetwork each becomes a hostPort and blocks the surge pod", c["ports"], nil},
 		{"privileged (Bidirectional propagation, devices)", dig(c, "securityContext", "privileged"), true},
 		{"no pod annotations: a config checksum would defeat hot reload", dig(ds, "spec", "template", "metadata", "annotations"), nil},
-		{"liveness /healthz", dig(c, "livenessProbe", "httpGet"), map[string]any{"path": "/healthz", "port": 9910}},
-		{"readiness /readyz", dig(c, "readinessProbe", "httpGet"), map[string]any{"path": "/readyz", "port": 9910}},
+		{"liveness asks its own agent", dig(c, "livenessProbe", "exec", "command"), []any{"/usr/local/bin/nodeagent", "probe", "healthz", "--socket=/run/nodeagent/probe.sock"}},
+		{"readiness asks its own agent", dig(c, "readinessProbe", "exec", "command"), []any{"/usr/local/bin/nodeagent", "probe", "readyz", "--socket=/run/nodeagent/probe.sock"}},
 		{"NODE_NAME from the downward API", envSource(c, "NODE_NAME"), map[string]any{"fieldRef": map[string]any{"fieldPath": "spec.nodeName"}}},
 		{"GOMEMLIMIT from the memory limit", envSource(c, "GOMEMLIMIT"), map[string]any{"resourceFieldRef": map[string]any{"resource": "limits.memory"}}},
 	} {
@@ -389,7 +389,7 @@ func TestDaemonSetInvariants(t *testing.T) {
 	}
 
 	args := fmt.Sprint(c["args"])
-	for _, a := range []string{"--config=/etc/nodeagent/config.yaml", "--host-root=/host", "--metrics-addr=:9910"} {
+	for _, a := range []string{"--config=/etc/nodeagent/config.yaml", "--host-root=/host", "--metrics-addr=:9910", "--probe-socket=/run/nodeagent/probe.sock"} {
 		if !strings.Contains(args, a) {
 			t.Errorf("args %s lack %s", args, a)
 		}

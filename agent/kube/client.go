@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -133,31 +134,42 @@ func (c *Client) Node(ctx context.Context) (*corev1.Node, error) {
 }
 
 // RemoveTaint removes every taint with taint's key and effect from the Node.
-// It reports whether one was there.
+// It reports whether one was there. It needs only the "patch" verb: a JSON
+// patch that tests the resourceVersion it read, so a concurrent change to the
+// taints makes it read and try again instead of overwriting.
 func (c *Client) RemoveTaint(ctx context.Context, taint corev1.Taint) (bool, error) {
 	removed := false
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.OnError(retry.DefaultRetry, isConflict, func() error {
 		node, err := c.Node(ctx)
 		if err != nil {
 			return err
 		}
-		kept := node.Spec.Taints[:0:0]
+		kept := []corev1.Taint{}
 		for _, t := range node.Spec.Taints {
-			if t.Key == taint.Key && t.Effect == taint.Effect {
-				continue
+			if t.Key != taint.Key || t.Effect != taint.Effect {
+				kept = append(kept, t)
 			}
-			kept = append(kept, t)
 		}
 		if len(kept) == len(node.Spec.Taints) {
 			removed = false
 			return nil
 		}
-		node.Spec.Taints = kept
-		_, err = c.Clientset.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{FieldManager: Component})
+		ops := []map[string]any{{"op": "replace", "path": "/spec/taints", "value": kept}}
+		if node.ResourceVersion != "" {
+			ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": node.ResourceVersion}}, ops...)
+		}
+		patch, _ := json.Marshal(ops)
+		_, err = c.Clientset.CoreV1().Nodes().Patch(ctx, c.NodeName, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: Component})
 		removed = err == nil
 		return err
 	})
 	return removed, err
+}
+
+// isConflict: a failed JSON patch "test" op is 422 Invalid on a real API
+// server; an update race is 409 Conflict.
+func isConflict(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsInvalid(err)
 }
 
 // SetLabel sets one label on the Node.

@@ -4,6 +4,7 @@
 //	nodeagent [flags]                 run the agent
 //	nodeagent config validate FILE    check a config file; exit 1 naming every bad key
 //	nodeagent config default          print the built-in default config
+//	nodeagent probe healthz|readyz    ask the agent in this pod (the DaemonSet's exec probes)
 //	nodeagent version                 print the version
 package main
 
@@ -19,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -28,6 +30,9 @@ import (
 	"github.com/nodeagent/nodeagent/agent/kube"
 	"github.com/nodeagent/nodeagent/deploy"
 )
+
+// DefaultProbeSocket is where the DaemonSet's agent serves its probes.
+const DefaultProbeSocket = "/run/nodeagent/probe.sock"
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
@@ -53,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, versionString())
 			return 0
+		case "probe":
+			return probeCmd(ctx, args[1:], stderr)
 		}
 	}
 	fs := flag.NewFlagSet("nodeagent", flag.ContinueOnError)
@@ -62,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		nodeName    = fs.String("node-name", os.Getenv("NODE_NAME"), "Kubernetes node this agent runs on (default $NODE_NAME, else the hostname)")
 		hostRoot    = fs.String("host-root", "/", "where the host's / is mounted (e.g. /host in the DaemonSet)")
 		metricsAddr = fs.String("metrics-addr", ":9910", "address for /metrics, /healthz and /readyz (\"\" = off)")
+		probeSocket = fs.String("probe-socket", "", "unix socket serving /healthz and /readyz to `nodeagent probe` (\"\" = off)")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = fs.String("log-format", "json", "json or text")
 		kubeconfig  = fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster config; none outside a pod = no Kubernetes)")
@@ -118,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Exec:          hostexec.Exec{},
 		Log:           log,
 		MetricsAddr:   *metricsAddr,
+		ProbeSocket:   *probeSocket,
 		Version:       version,
 		Kube:          kc,
 	})
@@ -153,6 +162,31 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "usage: nodeagent config validate FILE | nodeagent config default")
 	return exitUsage
+}
+
+// probeCmd is the DaemonSet's exec probe: `nodeagent probe readyz`. It asks
+// the agent of its own pod over the unix socket in the pod's /run; an HTTP
+// probe on the node's port could be answered by the other agent during a
+// surge rollout.
+func probeCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", DefaultProbeSocket, "the agent's --probe-socket")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if len(args) == 0 || (args[0] != "healthz" && args[0] != "readyz") {
+		fmt.Fprintln(stderr, "usage: nodeagent probe healthz|readyz [--socket PATH] [--timeout 3s]")
+		return exitUsage
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := agent.Probe(ctx, *socket, "/"+args[0]); err != nil {
+		fmt.Fprintf(stderr, "nodeagent probe %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

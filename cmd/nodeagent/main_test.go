@@ -98,6 +98,8 @@ func TestCommandLine(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml"}, 2, "", "--log-format: must be json or text"},
 		{"bad config file", []string{"--config", unbuilt, "--metrics-addr", ""}, 2, "", "raid.enabled: this build of nodeagent has no raid feature yet"},
 		{"missing kubeconfig", []string{"--kubeconfig", filepath.Join(dir, "nope")}, 2, "", "--kubeconfig"},
+		{"probe without agent", []string{"probe", "readyz", "--socket", filepath.Join(dir, "none.sock")}, 1, "", "nodeagent probe readyz:"},
+		{"probe usage", []string{"probe", "alive"}, 2, "", "usage: nodeagent probe"},
 		{"stray argument", []string{"run"}, 2, "", `unexpected argument "run"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,14 +124,21 @@ func TestRunsWithoutCluster(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr lockedBuffer
 	done := make(chan int)
+	sock := filepath.Join(t.TempDir(), "probe.sock")
 	go func() {
-		done <- run(ctx, []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "text"}, &bytes.Buffer{}, &stderr)
+		done <- run(ctx, []string{"--metrics-addr", "127.0.0.1:0", "--probe-socket", sock, "--log-format", "text"}, &bytes.Buffer{}, &stderr)
 	}()
 	for !strings.Contains(stderr.String(), "serving metrics") {
 		select {
 		case code := <-done:
 			t.Fatalf("exited %d early:\n%s", code, stderr.String())
 		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for _, ep := range []string{"healthz", "readyz"} {
+		var perr bytes.Buffer
+		if code := run(context.Background(), []string{"probe", ep, "--socket", sock}, &bytes.Buffer{}, &perr); code != 0 {
+			t.Errorf("probe %s: exit %d: %s", ep, code, perr.String())
 		}
 	}
 	cancel()
