@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine, and
+# nothing that is already there: Debian packages, pinned Go tools, built
+# Kubernetes binaries (cached in $NODEAGENT_CACHE, default ~/.cache/nodeagent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .ci/lib.sh
+
+bash dnscache/hack/prereqs.sh
+phase "dnscache prerequisites"
+deploy/hack/helm.sh >/dev/null
+phase "helm"
