@@ -512,9 +512,19 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 	}); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, "service account default/default", time.Minute, kcm, func() (bool, error) {
-		_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, err
+	// Pods need their namespace's default ServiceAccount and the
+	// kube-root-ca.crt ConfigMap (projected into every pod) before they
+	// can start; both come from the controller-manager.
+	if err := waitFor(ctx, "service account default/default and ConfigMap kube-root-ca.crt", time.Minute, kcm, func() (bool, error) {
+		for _, ns := range []string{"default", "kube-system"} {
+			if _, err := c.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+				return false, err
+			}
+			if _, err := c.Client.CoreV1().ConfigMaps(ns).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{}); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
 	}); err != nil {
 		return err
 	}
