@@ -379,3 +379,37 @@ func TestMetricsPortIsShared(t *testing.T) {
 	}
 	b.Close()
 }
+
+// The README's metrics table lists exactly the agent's own metrics.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if f := strings.Split(line, "`"); strings.HasPrefix(line, "| `nodeagent_") && len(f) > 1 {
+			documented[f[1]] = true
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m := newCoreMetrics(reg)
+	m.featureUp.WithLabelValues("x")
+	m.featureReady.WithLabelValues("x")
+	m.featureRestarts.WithLabelValues("x")
+	m.configInfo.WithLabelValues("x")
+	m.buildInfo.WithLabelValues("x")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if !documented[mf.GetName()] {
+			t.Errorf("agent/README.md does not list %s", mf.GetName())
+		}
+		delete(documented, mf.GetName())
+	}
+	for name := range documented {
+		t.Errorf("agent/README.md lists %s, which the agent does not export", name)
+	}
+}
