@@ -138,8 +138,9 @@ type UpstreamConfig struct {
 	MaxFails int `yaml:"maxFails"`
 	// HealthCheckInterval is how often down upstreams are probed.
 	HealthCheckInterval time.Duration `yaml:"healthCheckInterval"`
-	// MaxIdleConns is the number of idle TCP connections kept per upstream.
-	MaxIdleConns int `yaml:"maxIdleConns"`
+	// MaxConns bounds the pipelined TCP connections per upstream (a new one is
+	// opened when every connection carries 64 queries in flight).
+	MaxConns int `yaml:"maxConns"`
 	// MaxConcurrent bounds in-flight upstream queries in total.
 	MaxConcurrent int `yaml:"maxConcurrent"`
 }
@@ -187,7 +188,7 @@ func DefaultConfig() *Config {
 			Timeout:             2 * time.Second,
 			MaxFails:            2,
 			HealthCheckInterval: 5 * time.Second,
-			MaxIdleConns:        16,
+			MaxConns:            4,
 			MaxConcurrent:       1000,
 		},
 	}
@@ -317,8 +318,8 @@ func (c *Config) Validate() error {
 	if u.HealthCheckInterval < 100*time.Millisecond {
 		errs.Addf("upstream.healthCheckInterval", "must be >= 100ms, got %s", u.HealthCheckInterval)
 	}
-	if u.MaxIdleConns < 0 {
-		errs.Addf("upstream.maxIdleConns", "must be >= 0, got %d", u.MaxIdleConns)
+	if u.MaxConns < 1 {
+		errs.Addf("upstream.maxConns", "must be >= 1, got %d", u.MaxConns)
 	}
 	if u.MaxConcurrent < 1 {
 		errs.Addf("upstream.maxConcurrent", "must be >= 1, got %d", u.MaxConcurrent)

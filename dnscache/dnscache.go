@@ -172,7 +172,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	cancelLoops()
 	loops.Wait()
 	for _, u := range c.r.all() {
-		u.closeIdle()
+		u.closeConns()
 	}
 	c.log.Info("stopped serving; interface and rules left in place")
 	return nil
@@ -478,7 +478,7 @@ func (c *Cache) setUpstreams(zoneName string, addrs []netip.AddrPort, proto stri
 	c.log.Info("upstreams set", "zone", z.name, "upstreams", names, "protocol", proto)
 	for _, u := range old {
 		if !slices.Contains(c.r.all(), u) {
-			u.closeIdle()
+			u.closeConns()
 			c.m.upstreamHealthy.DeleteLabelValues(u.name)
 		}
 	}

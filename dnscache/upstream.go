@@ -32,13 +32,14 @@ type upstream struct {
 	down    atomic.Bool
 	maxFail int32
 
-	mu   sync.Mutex
-	idle []*dns.Conn
-	max  int
+	mu      sync.Mutex
+	muxes   []*tcpMux
+	max     int // connections per upstream
+	readers sync.WaitGroup
 }
 
 func newUpstream(addr netip.AddrPort, proto string, uc UpstreamConfig, m *metrics) *upstream {
-	u := &upstream{addr: addr, name: addr.String(), proto: proto, timeout: uc.Timeout, m: m, maxFail: int32(uc.MaxFails), max: uc.MaxIdleConns}
+	u := &upstream{addr: addr, name: addr.String(), proto: proto, timeout: uc.Timeout, m: m, maxFail: int32(uc.MaxFails), max: uc.MaxConns}
 	m.upstreamHealthy.WithLabelValues(u.name).Set(1)
 	return u
 }
@@ -75,86 +76,6 @@ func (u *upstream) exchangeUDP(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 	c := dns.Client{Net: "udp", Timeout: u.timeout, UDPSize: 65535}
 	r, _, err := c.ExchangeContext(ctx, m, u.name)
 	return r, err
-}
-
-func (u *upstream) exchangeTCP(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	for attempt := 0; ; attempt++ {
-		conn, reused, err := u.conn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		r, err := u.roundTrip(ctx, conn, m)
-		if err == nil {
-			u.release(conn)
-			return r, nil
-		}
-		conn.Close()
-		// A reused connection may have been closed by the server while
-		// idle: retry once on a fresh one.
-		if !reused || attempt > 0 || ctx.Err() != nil {
-			return nil, err
-		}
-	}
-}
-
-func (u *upstream) roundTrip(ctx context.Context, conn *dns.Conn, m *dns.Msg) (*dns.Msg, error) {
-	deadline := time.Now().Add(u.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	conn.SetDeadline(deadline)
-	if err := conn.WriteMsg(m); err != nil {
-		return nil, err
-	}
-	for {
-		r, err := conn.ReadMsg()
-		if err != nil {
-			return nil, err
-		}
-		if r.Id == m.Id {
-			return r, nil
-		}
-	}
-}
-
-func (u *upstream) conn(ctx context.Context) (*dns.Conn, bool, error) {
-	u.mu.Lock()
-	if n := len(u.idle); n > 0 {
-		c := u.idle[n-1]
-		u.idle = u.idle[:n-1]
-		u.mu.Unlock()
-		return c, true, nil
-	}
-	u.mu.Unlock()
-	d := net.Dialer{Timeout: u.timeout}
-	nc, err := d.DialContext(ctx, "tcp", u.name)
-	if err != nil {
-		return nil, false, err
-	}
-	return &dns.Conn{Conn: nc, UDPSize: 65535}, false, nil
-}
-
-func (u *upstream) release(c *dns.Conn) {
-	c.SetDeadline(time.Time{})
-	u.mu.Lock()
-	if len(u.idle) < u.max {
-		u.idle = append(u.idle, c)
-		c = nil
-	}
-	u.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-}
-
-func (u *upstream) closeIdle() {
-	u.mu.Lock()
-	idle := u.idle
-	u.idle = nil
-	u.mu.Unlock()
-	for _, c := range idle {
-		c.Close()
-	}
 }
 
 func (u *upstream) succeeded() {

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# bench.sh compares the nodeagent DNS cache with CoreDNS v1.11.3 configured like
+# node-local-dns, in one run on this machine, and prints a table of medians and ratios.
+#
+# Everything runs in a throwaway network namespace: a benchmark upstream
+# (hack/benchupstream, every A name answered, TTL 300) on 127.0.0.2, our cache
+# on 127.0.0.10 and CoreDNS on 127.0.0.11, both forwarding over TCP. The servers
+# are pinned to CPU 1, dnsperf and the upstream to CPU 0. Rounds alternate
+# between the two servers (and their order).
+#
+#   cache hit   QPS: dnsperf over BENCH_HIT_NAMES names already cached
+#   cache miss  QPS: every query a new name, forwarded to the upstream
+#   latency p50/p99: dnsperf -v at a fixed BENCH_LAT_QPS, cache hits
+#   RSS: a fresh server after caching 10,000 names
+#   restart: 5,000 QPS against 169.254.20.10 on the nodelocaldns interface while
+#     ours: a new process starts (SO_REUSEPORT) and the old one gets SIGTERM;
+#     node-local-dns-like: CoreDNS stops, the interface is torn down (as
+#     node-cache does on exit), re-created and CoreDNS started again at once
+#     (its best case: no pod scheduling delay).
+#
+# Needs root, dnsperf, taskset, coredns (run hack/prereqs.sh first).
+#   BENCH_ROUNDS   rounds per measurement (default 3)
+#   BENCH_SECONDS  seconds per throughput round (default 8)
+#   BENCH_LONG=1   shorthand for BENCH_ROUNDS=7 BENCH_SECONDS=20
+#   NODEAGENT_CACHE  where prereqs.sh put coredns (default $HOME/.cache/nodeagent)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "${here}/../.." && pwd)
+cache="${NODEAGENT_CACHE:-${HOME}/.cache/nodeagent}"
+coredns="${COREDNS:-${cache}/bin/coredns}"
+if [[ -n "${BENCH_LONG:-}" ]]; then
+	: "${BENCH_ROUNDS:=7}" "${BENCH_SECONDS:=20}"
+fi
+rounds=${BENCH_ROUNDS:-3}
+secs=${BENCH_SECONDS:-8}
+hit_names=${BENCH_HIT_NAMES:-1000}
+lat_qps=${BENCH_LAT_QPS:-5000}
+restart_qps=${BENCH_RESTART_QPS:-5000}
+srv_cpu=${BENCH_SERVER_CPU:-1}
+gen_cpu=${BENCH_LOAD_CPU:-0}
+
+for b in dnsperf taskset ip nft; do
+	command -v "$b" >/dev/null || { echo "bench: $b missing: run dnscache/hack/prereqs.sh" >&2; exit 1; }
+done
+[[ -x ${coredns} ]] || { echo "bench: ${coredns} missing: run dnscache/hack/prereqs.sh" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "bench: needs root (network namespace)" >&2; exit 1; }
+
+work=$(mktemp -d)
+ns="dnsbench$$"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	ip netns del "${ns}" 2>/dev/null || true
+	rm -rf "${work}"
+}
+trap cleanup EXIT
+
+echo "bench: building" >&2
+(cd "${repo}" && go build -o "${work}/dnscached" ./dnscache/cmd/dnscached && go build -o "${work}/upstream" ./dnscache/hack/benchupstream)
+
+ip netns add "${ns}"
+nsx() { ip netns exec "${ns}" "$@"; }
+nsx ip link set lo up
+kind=dummy
+if ! nsx ip link add probe0 type dummy 2>/dev/null; then kind=bridge; else nsx ip link del probe0; fi
+
+upstream=127.0.0.2
+ours=127.0.0.10
+theirs=127.0.0.11
+nsx taskset -c "${gen_cpu}" "${work}/upstream" -listen "${upstream}:53" &
+pids+=($!)
+
+write_ours_config() { # $1 file $2 address $3 manage interface
+	cat >"$1" <<YAML
+manageInterface: $3
+interfaceType: ${kind}
+addresses: ["$2"]
+firewall: {mode: $([[ $3 == true ]] && echo nftables || echo none)}
+clusterDNS: {addresses: ["${upstream}:53"], service: "", protocol: tcp}
+node: {addresses: ["${upstream}:53"], protocol: tcp}
+YAML
+}
+write_corefile() { # $1 file $2 address
+	cat >"$1" <<COREFILE
+.:53 {
+    errors
+    bind $2
+    cache {
+        success 9984 30
+        denial 9984 5
+    }
+    forward . ${upstream}:53 {
+        force_tcp
+    }
+    prometheus 127.0.0.1:0
+}
+COREFILE
+}
+
+start_ours() { # $1 address $2 manage-interface -> pid
+	local cfg="${work}/ours-$1-$RANDOM.yaml"
+	write_ours_config "${cfg}" "$1" "$2"
+	nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${work}/dnscached" -config "${cfg}" >>"${work}/ours.log" 2>&1 &
+	echo $!
+}
+start_coredns() { # $1 address -> pid
+	local cf="${work}/Corefile-$1-$RANDOM"
+	write_corefile "${cf}" "$1"
+	nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${coredns}" -conf "${cf}" -quiet >>"${work}/coredns.log" 2>&1 &
+	echo $!
+}
+wait_dns() { # $1 address
+	for _ in $(seq 100); do
+		if nsx dig +time=1 +tries=1 +short "@$1" ready.bench.cluster.local A >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "bench: no answer from $1" >&2
+	return 1
+}
+gone() { # $1 pid: wait for a process that is not our child
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+	kill -KILL "$1" 2>/dev/null || true
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+names() { # $1 prefix $2 count -> file
+	local f="${work}/names-$1"
+	awk -v p="$1" -v n="$2" 'BEGIN { for (i = 0; i < n; i++) printf "%s%d.bench.cluster.local A\n", p, i }' >"$f"
+	echo "$f"
+}
+perf() { # dnsperf in the namespace on the load CPU: $1 server, rest: args
+	local s=$1
+	shift
+	nsx taskset -c "${gen_cpu}" dnsperf -s "$s" -t 2 "$@" 2>&1
+}
+qps_of() { awk '/Queries per second/ {print $4}'; }
+
+echo "bench: starting servers (${kind} interface for the restart test)" >&2
+pid_ours=$(start_ours "${ours}" false)
+pids+=("${pid_ours}")
+pid_theirs=$(start_coredns "${theirs}")
+pids+=("${pid_theirs}")
+wait_dns "${ours}"
+wait_dns "${theirs}"
+
+hitfile=$(names hit "${hit_names}")
+for s in "${ours}" "${theirs}"; do perf "$s" -d "${hitfile}" -n 1 >/dev/null; done
+
+declare -A res
+add() { res[$1]="${res[$1]:-} $2"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+miss_names=$((secs * 60000))
+for r in $(seq "${rounds}"); do
+	order=("ours:${ours}" "coredns:${theirs}")
+	((r % 2 == 0)) && order=("coredns:${theirs}" "ours:${ours}")
+	for kv in "${order[@]}"; do
+		who=${kv%%:*}
+		s=${kv#*:}
+		q=$(perf "$s" -d "${hitfile}" -l "${secs}" -c 8 -q 200 | qps_of)
+		add "hit_${who}" "$q"
+		mf=$(names "m${r}${who}" "${miss_names}")
+		q=$(perf "$s" -d "${mf}" -l "${secs}" -c 8 -q 200 -n 1 | qps_of)
+		add "miss_${who}" "$q"
+		rm -f "${mf}"
+		# Latency at a fixed rate, cache hits.
+		perf "$s" -d "${hitfile}" -l 3 -c 4 -Q "${lat_qps}" -v | awk '/^> NOERROR/ {print $NF}' | sort -g >"${work}/lat"
+		n=$(wc -l <"${work}/lat")
+		add "p50_${who}" "$(awk -v n="$n" 'NR == int(n*0.50)+1 {printf "%.0f", $1*1e6}' "${work}/lat")"
+		add "p99_${who}" "$(awk -v n="$n" 'NR == int(n*0.99)+1 {printf "%.0f", $1*1e6}' "${work}/lat")"
+		echo "bench: round ${r} ${who}: hit $(echo "${res[hit_${who}]}" | awk '{print $NF}') miss $(echo "${res[miss_${who}]}" | awk '{print $NF}') qps" >&2
+	done
+done
+
+# RSS: fresh servers, 10,000 names cached.
+gone "${pid_ours}"
+gone "${pid_theirs}"
+rssfile=$(names rss 10000)
+for r in $(seq "${rounds}"); do
+	p1=$(start_ours "${ours}" false)
+	p2=$(start_coredns "${theirs}")
+	pids+=("$p1" "$p2")
+	wait_dns "${ours}"
+	wait_dns "${theirs}"
+	perf "${ours}" -d "${rssfile}" -n 1 -c 8 -q 200 >/dev/null
+	perf "${theirs}" -d "${rssfile}" -n 1 -c 8 -q 200 >/dev/null
+	sleep 1
+	add rss_ours "$(rss_kb "$p1")"
+	add rss_coredns "$(rss_kb "$p2")"
+	gone "$p1"
+	gone "$p2"
+done
+
+# Restart under load on 169.254.20.10.
+lla=169.254.20.10
+restfile=$(names rest 2000)
+restart_ours() {
+	local old new out
+	old=$(start_ours "${lla}" true)
+	pids+=("${old}")
+	wait_dns "${lla}"
+	perf "${lla}" -d "${restfile}" -n 1 >/dev/null
+	perf "${lla}" -d "${restfile}" -l 10 -c 8 -Q "${restart_qps}" >"${work}/restart.out" &
+	local load=$!
+	sleep 3
+	new=$(start_ours "${lla}" true)
+	pids+=("${new}")
+	sleep 1 # the new process is serving
+	gone "${old}"
+	wait "${load}" || true
+	gone "${new}"
+	write_ours_config "${work}/teardown.yaml" "${lla}" true
+	nsx "${work}/dnscached" -teardown -config "${work}/teardown.yaml" >>"${work}/ours.log" 2>&1
+	awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' "${work}/restart.out"
+}
+restart_nodelocal() {
+	local old new
+	nsx ip link add nodelocaldns type "${kind}"
+	nsx ip addr add "${lla}/32" dev nodelocaldns
+	nsx ip link set nodelocaldns up
+	old=$(start_coredns "${lla}")
+	wait_dns "${lla}"
+	perf "${lla}" -d "${restfile}" -n 1 >/dev/null
+	perf "${lla}" -d "${restfile}" -l 10 -c 8 -Q "${restart_qps}" >"${work}/restart.out" &
+	local load=$!
+	sleep 3
+	# node-cache on exit: CoreDNS stops, interface and rules are removed.
+	gone "${old}"
+	nsx ip link del nodelocaldns
+	# The new pod: set up the interface, start CoreDNS.
+	nsx ip link add nodelocaldns type "${kind}"
+	nsx ip addr add "${lla}/32" dev nodelocaldns
+	nsx ip link set nodelocaldns up
+	new=$(start_coredns "${lla}")
+	wait "${load}" || true
+	gone "${new}"
+	nsx ip link del nodelocaldns
+	awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' "${work}/restart.out"
+}
+for r in $(seq "${rounds}"); do
+	add restart_ours "$(restart_ours)"
+	add restart_coredns "$(restart_nodelocal)"
+	echo "bench: restart round ${r}: lost% ours $(echo "${res[restart_ours]}" | awk '{print $NF}') node-local-dns-like $(echo "${res[restart_coredns]}" | awk '{print $NF}')" >&2
+done
+
+m() { echo "${res[$1]}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
+echo
+echo "dnscache vs CoreDNS v1.11.3 (node-local-dns config): medians of ${rounds} alternating rounds, ${secs}s each"
+echo "server pinned to CPU ${srv_cpu}, dnsperf + upstream to CPU ${gen_cpu}; $(nproc) CPUs, load average $(cut -d' ' -f1 /proc/loadavg)"
+printf '%-34s %14s %14s %10s %s\n' "measure" "nodeagent" "coredns" "ratio" "target"
+row() { printf '%-34s %14s %14s %10s %s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")" "$4"; }
+row "cache-hit QPS" "$(m hit_ours)" "$(m hit_coredns)" ">= 1.5x"
+row "cache-miss QPS" "$(m miss_ours)" "$(m miss_coredns)" ">= 1.0x"
+row "p50 latency us (${lat_qps} QPS, hits)" "$(m p50_ours)" "$(m p50_coredns)" ""
+row "p99 latency us (${lat_qps} QPS, hits)" "$(m p99_ours)" "$(m p99_coredns)" "<= 1.0x"
+row "RSS KiB, 10,000 names cached" "$(m rss_ours)" "$(m rss_coredns)" "<= 0.5x"
+printf '%-34s %14s %14s %10s %s\n' "restart at ${restart_qps} QPS: lost %" "$(m restart_ours)" "$(m restart_coredns)" "" "<= 0.01%"
+echo "(restart coredns column: node-local-dns-like teardown of the interface on exit, best case)"
+echo "all rounds: $(for k in "${!res[@]}"; do printf '%s=[%s] ' "$k" "${res[$k]# }"; done)"

@@ -1,0 +1,50 @@
+// Command benchupstream is the benchmark's upstream: an authoritative server
+// that answers every A query with one record (TTL -ttl), over UDP and TCP,
+// so that cache misses (every name new) measure the cache, not a resolver.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/miekg/dns"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.2:53", "address to serve on (UDP and TCP)")
+	ttl := flag.Uint("ttl", 300, "TTL of every answer")
+	flag.Parse()
+
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
+			m.Answer = []dns.RR{&dns.A{
+				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: uint32(*ttl)},
+				A:   net.IPv4(192, 0, 2, 1),
+			}}
+		}
+		if o := r.IsEdns0(); o != nil {
+			m.SetEdns0(1232, o.Do())
+		}
+		w.WriteMsg(m)
+	})
+	errc := make(chan error, 2)
+	for _, network := range []string{"udp", "tcp"} {
+		srv := &dns.Server{Addr: *listen, Net: network, Handler: h, ReusePort: true}
+		go func() { errc <- srv.ListenAndServe() }()
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-errc:
+		fmt.Fprintln(os.Stderr, "benchupstream:", err)
+		os.Exit(1)
+	case <-sig:
+	}
+}

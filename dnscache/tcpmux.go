@@ -1,0 +1,205 @@
+package dnscache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// tcpMux pipelines queries over one TCP connection to an upstream (RFC 7766
+// section 6.2.1): many queries in flight, answers matched by message ID, so a
+// burst of misses costs no connection setup and no head-of-line waiting.
+type tcpMux struct {
+	conn net.Conn
+	wmu  sync.Mutex // serializes writes
+
+	mu      sync.Mutex
+	pending map[uint16]chan *dns.Msg
+	err     error // set once the connection failed
+}
+
+// muxTarget is how many queries one connection carries before another is opened.
+const muxTarget = 64
+
+func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
+	u.mu.Lock()
+	var best *tcpMux
+	bestN := 0
+	for _, mx := range u.muxes {
+		mx.mu.Lock()
+		n, dead := len(mx.pending), mx.err != nil
+		mx.mu.Unlock()
+		if !dead && (best == nil || n < bestN) {
+			best, bestN = mx, n
+		}
+	}
+	if best != nil && (bestN < muxTarget || len(u.muxes) >= max(u.max, 1)) {
+		u.mu.Unlock()
+		return best, nil
+	}
+	u.mu.Unlock()
+
+	d := net.Dialer{Timeout: u.timeout}
+	conn, err := d.DialContext(ctx, "tcp", u.name)
+	if err != nil {
+		if best != nil {
+			return best, nil
+		}
+		return nil, err
+	}
+	mx := &tcpMux{conn: conn, pending: map[uint16]chan *dns.Msg{}}
+	u.mu.Lock()
+	u.muxes = append(u.muxes, mx)
+	u.mu.Unlock()
+	u.readers.Go(func() { u.readLoop(mx) })
+	return mx, nil
+}
+
+func (u *upstream) readLoop(mx *tcpMux) {
+	var lenBuf [2]byte
+	buf := make([]byte, 0, 4096)
+	var err error
+	for {
+		if _, err = io.ReadFull(mx.conn, lenBuf[:]); err != nil {
+			break
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err = io.ReadFull(mx.conn, buf); err != nil {
+			break
+		}
+		m := new(dns.Msg)
+		if m.Unpack(buf) != nil {
+			continue
+		}
+		mx.mu.Lock()
+		ch := mx.pending[m.Id]
+		delete(mx.pending, m.Id)
+		mx.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	}
+	mx.conn.Close()
+	mx.mu.Lock()
+	mx.err = err
+	if mx.err == nil {
+		mx.err = io.EOF
+	}
+	for id, ch := range mx.pending {
+		close(ch)
+		delete(mx.pending, id)
+	}
+	mx.mu.Unlock()
+	u.mu.Lock()
+	for i, have := range u.muxes {
+		if have == mx {
+			u.muxes = append(u.muxes[:i], u.muxes[i+1:]...)
+			break
+		}
+	}
+	u.mu.Unlock()
+}
+
+var errConnClosed = errors.New("upstream closed the connection")
+
+// exchangeTCP sends m over a pipelined connection and waits for its answer.
+// It sets m.Id.
+func (u *upstream) exchangeTCP(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := u.exchangeMux(ctx, m)
+		// A connection the upstream closed while idle fails at once: retry
+		// once on a fresh one.
+		if errors.Is(err, errConnClosed) && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		return r, err
+	}
+}
+
+func (u *upstream) exchangeMux(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	mx, err := u.mux(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *dns.Msg, 1)
+	mx.mu.Lock()
+	if mx.err != nil {
+		mx.mu.Unlock()
+		return nil, errConnClosed
+	}
+	for {
+		m.Id = uint16(rand.Uint32())
+		if _, taken := mx.pending[m.Id]; !taken {
+			break
+		}
+	}
+	mx.pending[m.Id] = ch
+	mx.mu.Unlock()
+	forget := func() {
+		mx.mu.Lock()
+		delete(mx.pending, m.Id)
+		mx.mu.Unlock()
+	}
+
+	wire, err := m.Pack()
+	if err != nil {
+		forget()
+		return nil, err
+	}
+	frame := make([]byte, 2+len(wire))
+	binary.BigEndian.PutUint16(frame, uint16(len(wire)))
+	copy(frame[2:], wire)
+	mx.wmu.Lock()
+	mx.conn.SetWriteDeadline(time.Now().Add(u.timeout))
+	_, err = mx.conn.Write(frame)
+	mx.wmu.Unlock()
+	if err != nil {
+		forget()
+		mx.conn.Close() // the reader fails everything pending
+		return nil, errConnClosed
+	}
+
+	t := time.NewTimer(u.timeout)
+	defer t.Stop()
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, errConnClosed
+		}
+		return r, nil
+	case <-t.C:
+		forget()
+		return nil, timeoutError{}
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "upstream timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// closeConns closes every connection and waits for their readers.
+func (u *upstream) closeConns() {
+	u.mu.Lock()
+	muxes := append([]*tcpMux(nil), u.muxes...)
+	u.mu.Unlock()
+	for _, mx := range muxes {
+		mx.conn.Close()
+	}
+	u.readers.Wait()
+}
