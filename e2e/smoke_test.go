@@ -82,6 +82,11 @@ func TestSmokeClusterRunsPodAsRoot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pod hello not running: %v; status: %+v", err, statusOf(got))
 	}
+	for _, cs := range got.Status.ContainerStatuses {
+		if cs.RestartCount != 0 {
+			t.Errorf("container %s restarted %d times", cs.Name, cs.RestartCount)
+		}
+	}
 	if got.Status.PodIP == "" || !strings.HasPrefix(got.Status.PodIP, strings.TrimSuffix(c.PodCIDR, "0/24")) {
 		t.Errorf("pod IP %q not in the pod subnet %s", got.Status.PodIP, c.PodCIDR)
 	}

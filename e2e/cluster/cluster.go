@@ -84,9 +84,7 @@ type Cluster struct {
 	pki                *pki
 	procs              []*proc
 	snapshot           dirSnapshot
-	sysctls            map[string]string
-	madeRootShared     bool
-	nftBefore          map[string]bool
+	host               hostState
 	ports              []int
 	cniConfDir         string
 	apiPort, etcdPort  int
@@ -128,7 +126,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	defer cancel()
 
 	if stale := staleState(ctx); len(stale) > 0 {
-		t.Fatalf("stale state from an earlier run on this host; clean it up first (or reboot):\n  %s",
+		t.Fatalf("stale state from an earlier run on this host; remove it first (as root, in e2e/: go run ./cmd/e2e-clean):\n  %s",
 			strings.Join(stale, "\n  "))
 	}
 	c := &Cluster{
@@ -161,9 +159,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c.Dir = dir
 	c.snapshot = snapshotDirs()
-	c.sysctls = readSysctls()
-	if c.nftBefore, err = nftTables(ctx); err != nil {
+	c.host.Sysctls = readSysctls()
+	if c.host.NFTBefore, err = nftTables(ctx); err != nil {
 		t.Fatalf("list nftables tables: %v", err)
+	}
+	if err := c.host.save(c.Dir); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(c.teardown)
 

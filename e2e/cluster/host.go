@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -559,4 +560,49 @@ func removeNewEmptyTables(ctx context.Context, before map[string]bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hostState is what Start found on the host and teardown restores. It is
+// also written to the run's directory so that CleanStale can restore it
+// after a run that died.
+type hostState struct {
+	Sysctls        map[string]string `json:"sysctls"`
+	MadeRootShared bool              `json:"madeRootShared"`
+	NFTBefore      map[string]bool   `json:"nftBefore"`
+}
+
+const hostStateFile = "host-state.json"
+
+func (h *hostState) save(dir string) error {
+	b, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, hostStateFile), b, 0o644)
+}
+
+func loadHostState(dir string) (*hostState, error) {
+	b, err := os.ReadFile(filepath.Join(dir, hostStateFile))
+	if err != nil {
+		return nil, err
+	}
+	h := &hostState{}
+	return h, json.Unmarshal(b, h)
+}
+
+// restore puts sysctls and the propagation of / back and removes the
+// nftables tables the run created (once empty).
+func (h *hostState) restore(ctx context.Context) []error {
+	errs := restoreSysctls(h.Sysctls)
+	if h.MadeRootShared {
+		if _, err := run(ctx, 30*time.Second, "mount", "--make-rprivate", "/"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.NFTBefore != nil {
+		if err := removeNewEmptyTables(ctx, h.NFTBefore); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }

@@ -54,7 +54,10 @@ func (c *Cluster) hostNetworkUp(ctx context.Context) error {
 		return err
 	}
 	if !shared {
-		c.madeRootShared = true
+		c.host.MadeRootShared = true
+		if err := c.host.save(c.Dir); err != nil {
+			return err
+		}
 		if _, err := run(ctx, 30*time.Second, "mount", "--make-rshared", "/"); err != nil {
 			return err
 		}
@@ -135,12 +138,6 @@ func (c *Cluster) teardown() {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.snapshot.restore()...)
-	errs = append(errs, restoreSysctls(c.sysctls)...)
-	if c.madeRootShared {
-		if _, err := run(ctx, 30*time.Second, "mount", "--make-rprivate", "/"); err != nil {
-			errs = append(errs, err)
-		}
-	}
 
 	// Networking: the kubelet's KUBE-* chains, CNI-* chains, ours; then
 	// conntrack entries for our addresses; then the interfaces.
@@ -185,11 +182,8 @@ func (c *Cluster) teardown() {
 		}
 	}
 
-	if c.nftBefore != nil {
-		if err := removeNewEmptyTables(ctx, c.nftBefore); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// After the chains are gone: sysctls, / propagation, empty tables.
+	errs = append(errs, c.host.restore(ctx)...)
 	if os.Getenv("NODEAGENT_E2E_KEEP") == "" {
 		if err := os.RemoveAll(c.Dir); err != nil {
 			errs = append(errs, err)

@@ -92,7 +92,18 @@ func WriteTar(w io.Writer, files []File) error {
 				return err
 			}
 		case f.Mode.IsDir():
-			if err := addDir(p); err != nil {
+			if dirs[p] {
+				continue
+			}
+			if err := addDir(path.Dir(p)); err != nil {
+				return err
+			}
+			dirs[p] = true
+			mode := int64(f.Mode.Perm())
+			if f.Mode&fs.ModeSticky != 0 {
+				mode |= 0o1000
+			}
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode, ModTime: time.Unix(0, 0)}); err != nil {
 				return err
 			}
 		default:
@@ -142,7 +153,7 @@ func TreeFiles(root, dest string) ([]File, error) {
 			}
 			files = append(files, File{Path: target, Mode: fs.ModeSymlink | 0o777, Linkname: l})
 		case info.IsDir():
-			files = append(files, File{Path: target, Mode: fs.ModeDir | info.Mode().Perm()})
+			files = append(files, File{Path: target, Mode: fs.ModeDir | info.Mode()&(fs.ModePerm|fs.ModeSticky)})
 		case info.Mode().IsRegular():
 			files = append(files, File{Path: target, Mode: info.Mode().Perm(), Source: p})
 		}
@@ -185,9 +196,12 @@ func FromLayers(cfg Config, layers ...v1.Layer) (v1.Image, error) {
 }
 
 // StaticBinary makes an image holding one static binary at /NAME that is
-// also its entrypoint.
+// also its entrypoint, and an empty /tmp.
 func StaticBinary(binPath, name string) (v1.Image, error) {
-	l, err := Layer([]File{{Path: "/" + name, Mode: 0o755, Source: binPath}})
+	l, err := Layer([]File{
+		{Path: "/" + name, Mode: 0o755, Source: binPath},
+		{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+	})
 	if err != nil {
 		return nil, err
 	}

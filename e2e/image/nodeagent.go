@@ -103,7 +103,7 @@ func resolvePackages(ctx context.Context, pkgs []string) ([]debPackage, error) {
 
 // debianLayerLayout is part of the cache key: bump it when the way the
 // layer is assembled changes (finishRootfs, alternatives).
-const debianLayerLayout = 2
+const debianLayerLayout = 3
 
 // DebianLayer returns a layer holding pkgs and their dependencies unpacked
 // into one root filesystem. The gzipped layer is cached in cacheDir under
