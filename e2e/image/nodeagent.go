@@ -194,6 +194,14 @@ func DebianLayer(ctx context.Context, pkgs []string, cacheDir string, logf func(
 	if err := os.Rename(tmp, cached); err != nil {
 		return nil, err
 	}
+	// Older layers (other package versions) are not needed any more.
+	if old, err := filepath.Glob(filepath.Join(dir, "debian-rootfs-*.tar.gz")); err == nil {
+		for _, o := range old {
+			if o != cached {
+				_ = os.Remove(o)
+			}
+		}
+	}
 	return tarball.LayerFromFile(cached)
 }
 
