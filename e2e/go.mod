@@ -58,4 +58,7 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-require github.com/nodeagent/nodeagent v0.0.0-00010101000000-000000000000
+require (
+	github.com/miekg/dns v1.1.73
+	github.com/nodeagent/nodeagent v0.0.0-00010101000000-000000000000
+)

@@ -271,9 +271,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		before := scrape(ctx, t)
 		failures := metricValue(before, "nodeagent_config_reload_failures_total")
 		hash := configHash(before)
-		updateConfig(ctx, t, c, func(cfg string) string {
+		good := updateConfig(ctx, t, c, func(cfg string) string {
 			return cfg + "\nnoSuchFeature:\n  enabled: true\n"
 		})
+		defer updateConfig(ctx, t, c, func(string) string { return good })
 		err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 			return metricValue(scrape(ctx, t), "nodeagent_config_reload_failures_total") > failures, nil
 		})
@@ -291,10 +292,7 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 	})
 
 	t.Run("DNSThroughAgent", func(t *testing.T) {
-		// Hook for the dnscache issue: once the feature exists, enable it in
-		// the ConfigMap and resolve a name from a pod through the agent's
-		// address here.
-		t.Skip("dnscache feature not in this build yet")
+		testDNSThroughAgent(ctx, t, c)
 	})
 }
 
@@ -415,7 +413,8 @@ func configHash(body string) string {
 	return ""
 }
 
-func updateConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, edit func(string) string) {
+// updateConfig edits the agent's ConfigMap and returns the config it had.
+func updateConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, edit func(string) string) string {
 	t.Helper()
 	cm, err := c.Client.CoreV1().ConfigMaps(agentNamespace).Get(ctx, agentName, metav1.GetOptions{})
 	if err != nil {
@@ -429,6 +428,7 @@ func updateConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, edit fu
 	if _, err := c.Client.CoreV1().ConfigMaps(agentNamespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return old
 }
 
 // waitEvent waits for an events.k8s.io Event with reason and type ("" for

@@ -52,7 +52,13 @@ func CleanStale(ctx context.Context, logf func(string, ...any)) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, l := range []string{bridgeIf, dummyIf} {
+	if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
+		fam, name, _ := strings.Cut(agentDNSTable, " ")
+		if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, l := range []string{agentDNSIf, bridgeIf, dummyIf} {
 		if linkExists(l) {
 			logf("delete link %s", l)
 			if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {

@@ -49,6 +49,9 @@ const (
 	DefaultNodeName    = "nodeagent-e2e"
 	// StartupTaint is the taint the Node registers with; the agent removes it.
 	StartupTaint = "nodeagent.io/not-ready:NoSchedule"
+	// NodeLocalDNS is the agent's DNS cache address (dnscache default);
+	// pods get a route to it through the node.
+	NodeLocalDNS = "169.254.20.10"
 	// AgentMetricsPort is where the agent serves /metrics, /healthz, /readyz.
 	AgentMetricsPort = 9910
 )

@@ -71,8 +71,9 @@ oom_score = 0
 }
 
 // writeCNIConfig writes a bridge + host-local network on this run's private
-// bridge. Pods get routes to the pod subnet only, so nothing they send can
-// leave the machine. (The CRI plugin adds the loopback plugin itself.)
+// bridge. Pods get routes to the pod subnet and to the node-local DNS
+// address only, so nothing they send can leave the machine. (The CRI plugin
+// adds the loopback plugin itself.)
 func (c *Cluster) writeCNIConfig() error {
 	if err := os.MkdirAll(c.cniConfDir, 0o755); err != nil {
 		return err
@@ -91,12 +92,12 @@ func (c *Cluster) writeCNIConfig() error {
         "type": "host-local",
         "dataDir": %q,
         "ranges": [[{"subnet": %q}]],
-        "routes": [{"dst": %q}]
+        "routes": [{"dst": %q}, {"dst": %q}]
       }
     }
   ]
 }
-`, cniNetwork, bridgeIf, filepath.Join(c.Dir, "cni-ipam"), c.PodCIDR, c.PodCIDR)
+`, cniNetwork, bridgeIf, filepath.Join(c.Dir, "cni-ipam"), c.PodCIDR, c.PodCIDR, NodeLocalDNS+"/32")
 	return os.WriteFile(filepath.Join(c.cniConfDir, "10-nodeagent-e2e.conflist"), []byte(conf), 0o644)
 }
 

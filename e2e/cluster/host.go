@@ -20,13 +20,18 @@ import (
 // Host-wide names this harness creates. They are fixed (not per run) so a
 // later run can recognise what an earlier one left behind.
 const (
-	dirPrefix   = "nodeagent-e2e-"
-	dummyIf     = "nae2e-host"
-	bridgeIf    = "nae2e-br0"
-	cniNetwork  = "nodeagent-e2e"
-	guardChain  = "NODEAGENT-E2E"
-	serviceNAT  = "NODEAGENT-E2E-SVC"
-	cgroupV1Dir = "/sys/fs/cgroup"
+	dirPrefix  = "nodeagent-e2e-"
+	dummyIf    = "nae2e-host"
+	bridgeIf   = "nae2e-br0"
+	cniNetwork = "nodeagent-e2e"
+	guardChain = "NODEAGENT-E2E"
+	// What the agent's dnscache feature leaves on the host when it is
+	// stopped without being disabled (by design: host state outlives the
+	// agent). Teardown removes them.
+	agentDNSIf    = "nodelocaldns"
+	agentDNSTable = "inet nodeagent-dnscache"
+	serviceNAT    = "NODEAGENT-E2E-SVC"
+	cgroupV1Dir   = "/sys/fs/cgroup"
 )
 
 // The tables in which the kubelet (KUBE-*) and CNI plugins (CNI-*) add chains.
@@ -446,10 +451,13 @@ func linkExists(name string) bool {
 // staleState lists anything an earlier run left behind on this host.
 func staleState(ctx context.Context) []string {
 	var stale []string
-	for _, l := range []string{dummyIf, bridgeIf} {
+	for _, l := range []string{dummyIf, bridgeIf, agentDNSIf} {
 		if linkExists(l) {
 			stale = append(stale, "network interface "+l)
 		}
+	}
+	if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
+		stale = append(stale, "nftables table "+agentDNSTable)
 	}
 	for _, bin := range []string{"iptables", "ip6tables"} {
 		for _, table := range iptablesTables {

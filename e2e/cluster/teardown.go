@@ -107,7 +107,7 @@ func (c *Cluster) teardown() {
 	stop("kubelet", 10*time.Second)
 	killCgroupProcs(cgroupDirs())
 	stop("containerd", 10*time.Second)
-	for _, pid := range procsMatching(c.Dir) {
+	for _, pid := range procsMatching(c.Dir + "/") {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	killCgroupProcs(cgroupDirs())
@@ -117,7 +117,7 @@ func (c *Cluster) teardown() {
 	// Anything still referring to our directory (a shim that raced us).
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		pids := procsMatching(c.Dir)
+		pids := procsMatching(c.Dir + "/")
 		if len(pids) == 0 {
 			break
 		}
@@ -167,7 +167,13 @@ func (c *Cluster) teardown() {
 				errs = append(errs, err)
 			}
 		}
-		for _, l := range []string{bridgeIf, dummyIf} {
+		if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
+			fam, name, _ := strings.Cut(agentDNSTable, " ")
+			if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, l := range []string{agentDNSIf, bridgeIf, dummyIf} {
 			if linkExists(l) {
 				if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {
 					errs = append(errs, err)

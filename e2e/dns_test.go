@@ -1,0 +1,217 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/nodeagent/nodeagent/e2e/cluster"
+	"github.com/nodeagent/nodeagent/e2e/image"
+)
+
+// testZone is answered by the fake upstream; the answer address is a
+// documentation address that is only ever data in a DNS answer.
+const (
+	testZone   = "e2e.test."
+	testAnswer = "203.0.113.7"
+)
+
+// upstream is a real DNS server on loopback standing in for the node's
+// resolvers (which are off-machine and must not be used by tests).
+type upstream struct {
+	addr    string
+	queries atomic.Int64
+	servers []*dns.Server
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	u := &upstream{addr: pc.LocalAddr().String()}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		if len(r.Question) == 1 {
+			q := r.Question[0]
+			switch {
+			case dns.IsSubDomain(testZone, q.Name) && q.Qtype == dns.TypeA:
+				u.queries.Add(1)
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+					A:   net.ParseIP(testAnswer),
+				})
+			case dns.IsSubDomain(testZone, q.Name):
+				// NODATA
+			case q.Name == "." && q.Qtype == dns.TypeNS:
+				// health check: empty NOERROR
+			default:
+				m.Rcode = dns.RcodeNameError
+			}
+		}
+		_ = w.WriteMsg(m)
+	})
+	u.servers = []*dns.Server{
+		{PacketConn: pc, Handler: h},
+		{Listener: ln, Handler: h},
+	}
+	for _, s := range u.servers {
+		go func() { _ = s.ActivateAndServe() }()
+	}
+	t.Cleanup(func() {
+		for _, s := range u.servers {
+			_ = s.Shutdown()
+		}
+	})
+	return u
+}
+
+func nftTableExists(ctx context.Context, family, name string) bool {
+	return exec.CommandContext(ctx, "nft", "list", "table", family, name).Run() == nil
+}
+
+// dnsConfig is the dnscache section the test enables: a bridge instead of
+// a dummy interface (this kernel has no dummy driver), and every upstream
+// on the loopback server.
+func dnsConfig(upstreamAddr string, enabled bool) string {
+	if !enabled {
+		return "dnscache:\n  enabled: false\n  interfaceType: bridge\n"
+	}
+	return `dnscache:
+  enabled: true
+  interfaceType: bridge
+  clusterDNS:
+    addresses: ["` + upstreamAddr + `"]
+    protocol: udp
+  node:
+    addresses: ["` + upstreamAddr + `"]
+`
+}
+
+// replaceSection swaps the top-level YAML section name (up to the next
+// top-level key) for repl.
+func replaceSection(cfg, name, repl string) string {
+	lines := strings.Split(cfg, "\n")
+	var out []string
+	in := false
+	done := false
+	for _, l := range lines {
+		top := l != "" && l[0] != ' ' && l[0] != '#'
+		if top && strings.HasPrefix(l, name+":") {
+			in = true
+			done = true
+			out = append(out, strings.TrimRight(repl, "\n"))
+			continue
+		}
+		if in && top {
+			in = false
+		}
+		if !in {
+			out = append(out, l)
+		}
+	}
+	if !done {
+		out = append(out, strings.TrimRight(repl, "\n"))
+	}
+	return strings.Join(out, "\n")
+}
+
+// testDNSThroughAgent enables dnscache through the ConfigMap, resolves a
+// name from a pod on the pod network through the agent's address, checks
+// the answer came through the agent (its metrics) from the upstream, then
+// disables the feature and checks the agent removed its interface and
+// nftables table.
+func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	up := startUpstream(t)
+	updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "dnscache", dnsConfig(up.addr, true)) })
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		return strings.Contains(scrape(ctx, t), `nodeagent_feature_ready{feature="dnscache"} 1`), nil
+	})
+	if err != nil {
+		log, _ := agentLog(c)
+		t.Fatalf("dnscache not ready: %v\n%s", err, lastBytes(log, 4000))
+	}
+
+	bin := filepath.Join(t.TempDir(), "dnsquery")
+	if err := image.GoBuild(ctx, cluster.ModuleDir(), "./images/dnsquery", bin); err != nil {
+		t.Fatal(err)
+	}
+	img, err := image.StaticBinary(bin, "dnsquery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := image.Push(ctx, img, c.Registry+"/e2e/dnsquery:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "www." + strings.TrimSuffix(testZone, ".")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "dnsquery", Namespace: "default"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			DNSPolicy:     corev1.DNSNone,
+			DNSConfig: &corev1.PodDNSConfig{
+				Nameservers: []string{cluster.NodeLocalDNS},
+				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("1")}},
+			},
+			Containers: []corev1.Container{{Name: "q", Image: ref, Args: []string{name, name}}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.Pod
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err = c.Client.CoreV1().Pods("default").Get(ctx, "dnsquery", metav1.GetOptions{})
+		return err == nil && (got.Status.Phase == corev1.PodSucceeded || got.Status.Phase == corev1.PodFailed), nil
+	})
+	log, _ := c.PodLog("default", "dnsquery", "q")
+	if err != nil || got.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("dnsquery pod did not succeed: %v %v\n%s", err, statusOf(got), log)
+	}
+	if !strings.Contains(log, "RESOLVED "+name+" "+testAnswer) {
+		t.Fatalf("pod did not resolve %s to %s:\n%s", name, testAnswer, log)
+	}
+	t.Logf("pod on the pod network resolved through %s:\n%s", cluster.NodeLocalDNS, log)
+	if up.queries.Load() == 0 {
+		t.Errorf("the upstream saw no query for %s: the answer did not come through the agent", testZone)
+	}
+	body := scrape(ctx, t)
+	if !strings.Contains(body, "nodeagent_dnscache_requests_total{") {
+		t.Errorf("agent metrics show no dnscache requests")
+	}
+	if hits := metricValue(body, "nodeagent_dnscache_cache_hits_total"); hits < 1 {
+		t.Errorf("nodeagent_dnscache_cache_hits_total = %v, want >= 1 (the second lookup)", hits)
+	}
+	_ = c.Client.CoreV1().Pods("default").Delete(ctx, "dnsquery", metav1.DeleteOptions{})
+
+	// Disabling the feature tears its host state down.
+	updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "dnscache", dnsConfig(up.addr, false)) })
+	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, ifErr := net.InterfaceByName("nodelocaldns")
+		return ifErr != nil && !nftTableExists(ctx, "inet", "nodeagent-dnscache"), nil
+	})
+	if err != nil {
+		t.Errorf("after enabled: false, interface nodelocaldns or table inet nodeagent-dnscache is still there")
+	}
+}
