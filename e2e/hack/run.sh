@@ -39,9 +39,15 @@ trap print_summary EXIT
 phase prereqs "${here}/prereqs.sh"
 phase build-k8s "${here}/build-k8s.sh"
 # Compile the tests (and download modules) outside the timed test phase.
-phase compile-tests bash -c "cd '${e2e}' && go vet -tags e2e ./... && go test -tags e2e -count=1 -run '^$' ./... >/dev/null"
+compile_tests() {
+	(cd "${e2e}" && go vet -tags e2e ./... && go test -tags e2e -count=1 -run '^$' ./... >/dev/null)
+}
+phase compile-tests compile_tests
 args=(-tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-40m}")
 if [[ -n "${E2E_RUN:-}" ]]; then
 	args+=(-run "${E2E_RUN}")
 fi
-phase go-test bash -c "cd '${e2e}' && go test ${args[*]} ./..."
+run_tests() {
+	(cd "${e2e}" && go test "${args[@]}" ./...)
+}
+phase go-test run_tests
