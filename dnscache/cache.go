@@ -16,27 +16,26 @@ import (
 type entry struct {
 	key  string
 	wire []byte // packed answer: ID 0, lowercase question, no OPT
-	// ttlOffs and ttls are the offset and (capped) value of each record's TTL.
-	ttlOffs []uint16
-	ttls    []uint32
-	rcode   int
-	good    bool  // NOERROR or NXDOMAIN: may be served stale, never replaced by SERVFAIL
-	stored  int64 // unix nanoseconds
-	expire  int64
-	stale   int64 // serve-stale until
-	ttl     uint32
-	zone    *zone
-	// reqs counts answers from this entry, per protocol (udp, tcp).
-	reqs [2]prometheus.Counter
+	// ttls are the offset and (capped) value of each record's TTL.
+	ttls   []ttlSlot
+	expire int64 // unix nanoseconds
+	stale  int64 // serve-stale until
+	zone   *zone
+	// reqs counts answers from this entry, per protocol (udp, tcp); shared
+	// by every entry with the same zone, type and rcode.
+	reqs *[2]prometheus.Counter
 
+	ttl         uint32
 	hits        atomic.Int32
+	rcode       uint8
+	good        bool // NOERROR or NXDOMAIN: may be served stale, never replaced by SERVFAIL
 	prefetching atomic.Bool
 
 	prev, next *entry
 }
 
 func (e *entry) size() int {
-	return len(e.key) + len(e.wire) + 6*len(e.ttls) + 200 // struct and map overhead
+	return len(e.key) + cap(e.wire) + 8*len(e.ttls) + 180 // struct and map overhead
 }
 
 // remaining is the seconds left before expiry at now, rounded up: a fresh
@@ -229,17 +228,17 @@ func newEntry(key []byte, m *dns.Msg, ttl time.Duration, good bool, stale time.D
 	if err != nil {
 		return nil, err
 	}
-	offs, ttls, err := rrTTLs(wire)
+	ttls, err := rrTTLs(wire)
 	if err != nil {
 		return nil, err
 	}
 	secs := uint32(ttl / time.Second)
 	for i := range ttls {
-		ttls[i] = min(ttls[i], secs)
+		ttls[i].ttl = min(ttls[i].ttl, secs)
 	}
 	e := &entry{
-		key: string(key), wire: wire, ttlOffs: offs, ttls: ttls, rcode: c.Rcode, good: good,
-		stored: now, expire: now + int64(ttl), stale: now + int64(ttl), ttl: secs,
+		key: string(key), wire: wire, ttls: ttls, rcode: uint8(c.Rcode), good: good,
+		expire: now + int64(ttl), stale: now + int64(ttl), ttl: secs,
 	}
 	if good {
 		e.stale += int64(stale)
@@ -266,12 +265,12 @@ func appendAnswer(dst []byte, e *entry, req []byte, q *query, now int64, staleTT
 	// The stored question has the query's wire length: copy its case.
 	copy(dst[headerLen:headerLen+q.qlen], req[headerLen:headerLen+q.qlen])
 	rem := e.remaining(now)
-	for i, off := range e.ttlOffs {
-		t := min(e.ttls[i], rem)
+	for _, s := range e.ttls {
+		t := min(s.ttl, rem)
 		if staleTTL > 0 {
 			t = staleTTL
 		}
-		binary.BigEndian.PutUint32(dst[off:], t)
+		binary.BigEndian.PutUint32(dst[s.off:], t)
 	}
 	if q.edns {
 		dst = appendOPT(dst, bufSize, q.do, 0)

@@ -122,6 +122,8 @@ func (c *Cache) Run(ctx context.Context) error {
 	defer cancelBg()
 	s.bgCtx = bgCtx
 
+	var workers sync.WaitGroup
+	s.missWorkers(min(c.cfg.Upstream.MaxConcurrent, missWorkers), &workers)
 	stop := make(chan struct{})
 	var servers sync.WaitGroup
 	readers := max(runtime.GOMAXPROCS(0), 2)
@@ -160,8 +162,9 @@ func (c *Cache) Run(ctx context.Context) error {
 		srv.ShutdownContext(graceCtx)
 	}
 	servers.Wait()
+	close(s.misses)
 	done := make(chan struct{})
-	go func() { s.bg.Wait(); close(done) }()
+	go func() { workers.Wait(); s.bg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-graceCtx.Done():

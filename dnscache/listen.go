@@ -162,7 +162,6 @@ func (s *server) readUDP(c *net.UDPConn) {
 	buf := make([]byte, s.cfg.MaxQuerySize+1)
 	out := make([]byte, 0, 1500)
 	q := query{key: make([]byte, 0, 300)}
-	limit := int64(s.cfg.Upstream.MaxConcurrent) * 4
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -183,26 +182,43 @@ func (s *server) readUDP(c *net.UDPConn) {
 		}
 		resp, miss := s.answer(req, protoUDP, &q, out)
 		if miss {
-			if s.waiting.Add(1) > limit {
-				s.waiting.Add(-1)
+			job := missJob{conn: c, from: from, req: append([]byte(nil), req...), q: q}
+			job.q.key = append([]byte(nil), q.key...)
+			select {
+			case s.misses <- job:
+			default:
 				s.m.dropped.WithLabelValues(dropOverload).Inc()
-				continue
 			}
-			req := append([]byte(nil), req...)
-			mq := q
-			mq.key = append([]byte(nil), q.key...)
-			s.bg.Go(func() {
-				defer s.waiting.Add(-1)
-				if resp := s.resolve(req, protoUDP, &mq, nil); resp != nil {
-					c.WriteToUDPAddrPort(resp, from)
-				}
-			})
 			continue
 		}
 		if resp != nil {
 			c.WriteToUDPAddrPort(resp, from)
 			out = resp[:0]
 		}
+	}
+}
+
+// missJob is a UDP query that needs an upstream.
+type missJob struct {
+	conn *net.UDPConn
+	from netip.AddrPort
+	req  []byte
+	q    query
+}
+
+// missWorkers answer UDP misses. A fixed pool (rather than a goroutine per
+// miss) keeps memory flat under a burst of new names; upstream queries are
+// pipelined, so a few hundred workers keep thousands of queries per second in
+// flight. They return once s.misses is closed and drained.
+func (s *server) missWorkers(n int, wg *sync.WaitGroup) {
+	for range n {
+		wg.Go(func() {
+			for job := range s.misses {
+				if resp := s.resolve(job.req, protoUDP, &job.q, nil); resp != nil {
+					job.conn.WriteToUDPAddrPort(resp, job.from)
+				}
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package dnscache
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,30 @@ type metrics struct {
 	upstreamHealthy  *prometheus.GaugeVec
 	setupErrors      *prometheus.CounterVec
 	reconciles       prometheus.Counter
+
+	// counters caches requests children per (zone, type, rcode) for cache entries.
+	counters sync.Map
+}
+
+type counterKey struct {
+	zone  *zone
+	qtype string
+	rcode int
+}
+
+// requestCounters returns the requests counters (udp, tcp) for answers of
+// one zone, type and rcode, shared by every cache entry that has them.
+func (m *metrics) requestCounters(z *zone, qtype uint16, rcode int) *[2]prometheus.Counter {
+	k := counterKey{z, typeLabel(qtype), rcode}
+	if v, ok := m.counters.Load(k); ok {
+		return v.(*[2]prometheus.Counter)
+	}
+	var c [2]prometheus.Counter
+	for p := range c {
+		c[p] = m.requests.WithLabelValues(zoneLabel(z), protoNames[p], k.qtype, rcodeLabel(rcode))
+	}
+	v, _ := m.counters.LoadOrStore(k, &c)
+	return v.(*[2]prometheus.Counter)
 }
 
 func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {

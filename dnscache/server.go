@@ -27,7 +27,8 @@ type server struct {
 	bg      sync.WaitGroup
 	bgCtx   context.Context
 	sem     chan struct{} // upstream queries in flight
-	waiting atomic.Int64  // goroutines waiting on misses
+	waiting atomic.Int64  // prefetches in flight
+	misses  chan missJob  // UDP misses for the worker pool
 }
 
 func newServer(cfg *Config, st *store, r *router, m *metrics, log *slog.Logger) *server {
@@ -35,6 +36,7 @@ func newServer(cfg *Config, st *store, r *router, m *metrics, log *slog.Logger) 
 		cfg: cfg, st: st, r: r, m: m, log: log,
 		policy: ttlPolicy{}.fromConfig(cfg.Cache),
 		sem:    make(chan struct{}, cfg.Upstream.MaxConcurrent),
+		misses: make(chan missJob, missQueue),
 		bgCtx:  context.Background(),
 	}
 }
@@ -88,10 +90,10 @@ func (s *server) write(out []byte, e *entry, req []byte, q *query, proto int, no
 			resp = truncate(resp, limit)
 		}
 	}
-	if e.reqs[proto] != nil {
+	if e.reqs != nil {
 		e.reqs[proto].Inc()
 	} else {
-		s.m.request(e.zone, proto, q.qtype, e.rcode)
+		s.m.request(e.zone, proto, q.qtype, int(e.rcode))
 	}
 	return resp
 }
@@ -117,6 +119,15 @@ func (s *server) answerANY(out, req []byte, q *query, proto int) []byte {
 	s.m.request(nil, proto, q.qtype, dns.RcodeSuccess)
 	return b
 }
+
+// missQueue is how many UDP misses may wait for a worker; more are dropped
+// (the client retries) and counted as overload.
+const missQueue = 4096
+
+// missWorkers is the size of the UDP miss pool: with pipelined upstream
+// connections and about 1ms upstream latency, 64 workers carry some 60,000
+// misses per second.
+const missWorkers = 64
 
 var errOverload = errors.New("too many upstream queries in flight")
 
@@ -202,9 +213,7 @@ func (s *server) fetch(key []byte) (fetched, error) {
 		return fetched{}, err
 	}
 	e.zone = z
-	for p := range e.reqs {
-		e.reqs[p] = s.m.requests.WithLabelValues(zoneLabel(z), protoNames[p], typeLabel(qtype), rcodeLabel(e.rcode))
-	}
+	e.reqs = s.m.requestCounters(z, qtype, int(e.rcode))
 	if ttl > 0 && !s.st.put(e, now) {
 		// A SERVFAIL does not replace a good entry.
 		if old := s.st.get(key, now); old != nil && old.good {

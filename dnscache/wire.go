@@ -184,39 +184,45 @@ func skipName(b []byte, off int) (int, error) {
 	}
 }
 
+// ttlSlot is where a record's TTL sits in a packed message, and its value.
+type ttlSlot struct {
+	off uint16
+	ttl uint32
+}
+
 // rrTTLs finds the offset and value of the TTL of every record in a packed
 // message, skipping OPT (whose TTL field holds flags).
-func rrTTLs(b []byte) (offs []uint16, ttls []uint32, err error) {
+func rrTTLs(b []byte) (slots []ttlSlot, err error) {
 	if len(b) < headerLen {
-		return nil, nil, errBadName
+		return nil, errBadName
 	}
 	qd := int(binary.BigEndian.Uint16(b[4:]))
 	rrs := int(binary.BigEndian.Uint16(b[6:])) + int(binary.BigEndian.Uint16(b[8:])) + int(binary.BigEndian.Uint16(b[10:]))
 	off := headerLen
 	for range qd {
 		if off, err = skipName(b, off); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		off += 4
 	}
+	slots = make([]ttlSlot, 0, rrs)
 	for range rrs {
 		if off, err = skipName(b, off); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if off+10 > len(b) {
-			return nil, nil, errBadName
+			return nil, errBadName
 		}
 		typ := binary.BigEndian.Uint16(b[off:])
 		if typ != typeOPT {
-			offs = append(offs, uint16(off+4))
-			ttls = append(ttls, binary.BigEndian.Uint32(b[off+4:]))
+			slots = append(slots, ttlSlot{off: uint16(off + 4), ttl: binary.BigEndian.Uint32(b[off+4:])})
 		}
 		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
 		if off > len(b) {
-			return nil, nil, errBadName
+			return nil, errBadName
 		}
 	}
-	return offs, ttls, nil
+	return slots, nil
 }
 
 // appendOPT appends an OPT record advertising size, echoing DO, and bumps ARCOUNT.
