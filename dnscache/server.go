@@ -122,7 +122,7 @@ func (s *server) answerANY(out, req []byte, q *query, proto int) []byte {
 
 // missQueue is how many UDP misses may wait for a worker; more are dropped
 // (the client retries) and counted as overload.
-const missQueue = 4096
+const missQueue = 1024
 
 // missWorkers is the size of the UDP miss pool: with pipelined upstream
 // connections and about 1ms upstream latency, 64 workers carry some 60,000
