@@ -180,10 +180,11 @@ func DefaultConfig() *Config {
 		ClusterDNS: ClusterDNSConfig{
 			Domain:       "cluster.local",
 			ReverseZones: []string{"in-addr.arpa", "ip6.arpa"},
+			Addresses:    []string{},
 			Service:      "kube-system/kube-dns-upstream",
 			Protocol:     ProtoTCP,
 		},
-		Node: NodeDNSConfig{ResolvConf: "/etc/resolv.conf", Protocol: ProtoUDP},
+		Node: NodeDNSConfig{ResolvConf: "/etc/resolv.conf", Addresses: []string{}, Protocol: ProtoUDP},
 		Upstream: UpstreamConfig{
 			Timeout:             2 * time.Second,
 			MaxFails:            2,
@@ -191,6 +192,7 @@ func DefaultConfig() *Config {
 			MaxConns:            4,
 			MaxConcurrent:       1000,
 		},
+		Zones: []ZoneConfig{},
 	}
 }
 

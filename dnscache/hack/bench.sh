@@ -69,7 +69,7 @@ if ! nsx ip link add probe0 type dummy 2>/dev/null; then kind=bridge; else nsx i
 upstream=127.0.0.2
 ours=127.0.0.10
 theirs=127.0.0.11
-nsx taskset -c "${gen_cpu}" "${work}/upstream" -listen "${upstream}:53" &
+nsenter --net="/run/netns/${ns}" taskset -c "${gen_cpu}" "${work}/upstream" -listen "${upstream}:53" &
 pids+=($!)
 
 write_ours_config() { # $1 file $2 address $3 manage interface
