@@ -40,4 +40,7 @@ phase "go test -race ./..."
 bash .ci/lint.sh
 phase "lint"
 
+bash e2e/hack/run.sh
+phase "e2e (real cluster)"
+
 echo "total: $(($(date +%s) - started))s"

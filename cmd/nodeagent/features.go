@@ -1,13 +1,18 @@
 package main
 
-import "github.com/nodeagent/nodeagent/agent"
+import (
+	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/dnscache"
+)
 
 // features lists every feature this build has, in start order. A feature
 // not built yet keeps its config section reserved with agent.Unbuilt.
 func features() []agent.Spec {
 	return []agent.Spec{
 		agent.Unbuilt("raid"),
-		agent.Unbuilt("dnscache"),
+		agent.OnDisable(agent.Define("dnscache", dnscache.DefaultConfig,
+			func(c *dnscache.Config, d agent.Deps) (agent.Feature, error) { return dnscache.New(c, d) }),
+			dnscache.Teardown),
 		agent.Unbuilt("imagewarm"),
 		agent.Unbuilt("interrupt"),
 		agent.Unbuilt("conntrack"),
