@@ -14,8 +14,9 @@ import (
 // entry is one cached answer, immutable once stored except for its atomics,
 // so readers use it after dropping the shard lock.
 type entry struct {
+	// key and wire share one allocation.
 	key  string
-	wire []byte // packed answer: ID 0, lowercase question, no OPT
+	wire string // packed answer: ID 0, lowercase question, no OPT
 	// ttls are the offset and (capped) value of each record's TTL.
 	ttls   []ttlSlot
 	expire int64 // unix nanoseconds
@@ -35,7 +36,7 @@ type entry struct {
 }
 
 func (e *entry) size() int {
-	return len(e.key) + cap(e.wire) + 8*len(e.ttls) + 180 // struct and map overhead
+	return len(e.key) + len(e.wire) + 8*len(e.ttls) + 180 // struct and map overhead
 }
 
 // remaining is the seconds left before expiry at now, rounded up: a fresh
@@ -236,8 +237,9 @@ func newEntry(key []byte, m *dns.Msg, ttl time.Duration, good bool, stale time.D
 	for i := range ttls {
 		ttls[i].ttl = min(ttls[i].ttl, secs)
 	}
+	data := string(key) + string(wire)
 	e := &entry{
-		key: string(key), wire: wire, ttls: ttls, rcode: uint8(c.Rcode), good: good,
+		key: data[:len(key)], wire: data[len(key):], ttls: ttls, rcode: uint8(c.Rcode), good: good,
 		expire: now + int64(ttl), stale: now + int64(ttl), ttl: secs,
 	}
 	if good {
