@@ -167,7 +167,7 @@ for r in $(seq "${rounds}"); do
 		add "miss_${who}" "$q"
 		rm -f "${mf}"
 		# Latency at a fixed rate, cache hits.
-		perf "$s" -d "${hitfile}" -l 3 -c 4 -Q "${lat_qps}" -v | awk '/^> NOERROR/ {print $NF}' | sort -g >"${work}/lat"
+		perf "$s" -d "${hitfile}" -l 5 -c 4 -Q "${lat_qps}" -v | awk '/^> NOERROR/ {print $NF}' | sort -g >"${work}/lat"
 		n=$(wc -l <"${work}/lat")
 		add "p50_${who}" "$(awk -v n="$n" 'NR == int(n*0.50)+1 {printf "%.0f", $1*1e6}' "${work}/lat")"
 		add "p99_${who}" "$(awk -v n="$n" 'NR == int(n*0.99)+1 {printf "%.0f", $1*1e6}' "${work}/lat")"
@@ -185,11 +185,18 @@ for r in $(seq "${rounds}"); do
 	pids+=("$p1" "$p2")
 	wait_dns "${ours}"
 	wait_dns "${theirs}"
+	sleep 1
+	idle1=$(rss_kb "$p1")
+	idle2=$(rss_kb "$p2")
 	perf "${ours}" -d "${rssfile}" -n 1 -c 8 -q 200 >/dev/null
 	perf "${theirs}" -d "${rssfile}" -n 1 -c 8 -q 200 >/dev/null
 	sleep 1
-	add rss_ours "$(rss_kb "$p1")"
-	add rss_coredns "$(rss_kb "$p2")"
+	r1=$(rss_kb "$p1")
+	r2=$(rss_kb "$p2")
+	add rss_ours "${r1}"
+	add rss_coredns "${r2}"
+	add rssgrow_ours "$((r1 - idle1))"
+	add rssgrow_coredns "$((r2 - idle2))"
 	gone "$p1"
 	gone "$p2"
 done
@@ -247,7 +254,7 @@ for r in $(seq "${rounds}"); do
 done
 
 m() { echo "${res[$1]}" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.3fx", a / b }'; }
 echo
 echo "dnscache vs CoreDNS v1.11.3 (node-local-dns config): medians of ${rounds} alternating rounds, ${secs}s each"
 echo "server pinned to CPU ${srv_cpu}, dnsperf + upstream to CPU ${gen_cpu}; $(nproc) CPUs, load average $(cut -d' ' -f1 /proc/loadavg)"
@@ -258,6 +265,7 @@ row "cache-miss QPS" "$(m miss_ours)" "$(m miss_coredns)" ">= 1.0x"
 row "p50 latency us (${lat_qps} QPS, hits)" "$(m p50_ours)" "$(m p50_coredns)" ""
 row "p99 latency us (${lat_qps} QPS, hits)" "$(m p99_ours)" "$(m p99_coredns)" "<= 1.0x"
 row "RSS KiB, 10,000 names cached" "$(m rss_ours)" "$(m rss_coredns)" "<= 0.5x"
+row "  of which growth from idle, KiB" "$(m rssgrow_ours)" "$(m rssgrow_coredns)" ""
 printf '%-34s %14s %14s %10s %s\n' "restart at ${restart_qps} QPS: lost %" "$(m restart_ours)" "$(m restart_coredns)" "" "<= 0.01%"
 echo "(restart coredns column: node-local-dns-like teardown of the interface on exit, best case)"
 echo "all rounds: $(for k in "${!res[@]}"; do printf '%s=[%s] ' "$k" "${res[$k]# }"; done)"
