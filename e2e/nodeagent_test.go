@@ -125,6 +125,22 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 			t.Fatalf("server-side dry run of deploy/manifests: %v", err)
 		}
 		t.Logf("dry run:\n%s", out)
+
+		// The chart in a namespace of its own, as many users install it.
+		const ns = "nodeagent-dryrun"
+		if _, err := c.Kubectl(ctx, "", "create", "namespace", ns); err != nil {
+			t.Fatal(err)
+		}
+		rendered, err := exec.CommandContext(ctx, helmBin(t), "template", agentRelease,
+			filepath.Join(repoDir(), "deploy", "helm", "nodeagent"), "--namespace", ns).Output()
+		if err != nil {
+			t.Fatalf("helm template: %v %s", err, stderrOf(err))
+		}
+		if out, err := c.Kubectl(ctx, string(rendered), "apply", "--server-side", "--dry-run=server", "--field-manager=e2e", "-f", "-"); err != nil {
+			t.Errorf("server-side dry run of the chart in namespace %s: %v", ns, err)
+		} else {
+			t.Logf("dry run in %s:\n%s", ns, out)
+		}
 	})
 
 	// Install: helm template | kubectl apply --server-side.
