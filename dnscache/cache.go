@@ -2,6 +2,7 @@ package dnscache
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,9 @@ import (
 type entry struct {
 	// key and wire share one allocation.
 	key  string
-	wire string // packed answer: ID 0, lowercase question, no OPT
+	// wire is the packed answer (ID 0, no OPT) without its question, which
+	// is the key's and is copied from the query when answering.
+	wire string
 	// ttls are the offset and (capped) value of each record's TTL.
 	ttls   []ttlSlot
 	expire int64 // unix nanoseconds
@@ -237,7 +240,13 @@ func newEntry(key []byte, m *dns.Msg, ttl time.Duration, good bool, stale time.D
 	for i := range ttls {
 		ttls[i].ttl = min(ttls[i].ttl, secs)
 	}
-	data := string(key) + string(wire)
+	// Drop the question: header, then everything after it. Offsets stay
+	// valid because every answer puts back a question of the same length.
+	qend := headerLen + len(key) - 1 // name, type and class; the key's last byte is flags
+	if qend > len(wire) || string(wire[headerLen:qend]) != string(key[:len(key)-1]) {
+		return nil, errors.New("packed question does not match the key")
+	}
+	data := string(key) + string(wire[:headerLen]) + string(wire[qend:])
 	e := &entry{
 		key: data[:len(key)], wire: data[len(key):], ttls: ttls, rcode: uint8(c.Rcode), good: good,
 		expire: now + int64(ttl), stale: now + int64(ttl), ttl: secs,
@@ -251,7 +260,10 @@ func newEntry(key []byte, m *dns.Msg, ttl time.Duration, good bool, stale time.D
 // appendAnswer writes e as the answer to q (raw query req) at now. With
 // staleTTL > 0 every TTL is set to it (a stale answer).
 func appendAnswer(dst []byte, e *entry, req []byte, q *query, now int64, staleTTL uint32, bufSize int) []byte {
-	dst = append(dst[:0], e.wire...)
+	dst = append(dst[:0], e.wire[:headerLen]...)
+	// The query's question, in its case: same wire length as the key's.
+	dst = append(dst, req[headerLen:headerLen+q.qlen+4]...)
+	dst = append(dst, e.wire[headerLen:]...)
 	binary.BigEndian.PutUint16(dst, q.id)
 	dst[2] = flagQR // opcode QUERY, never authoritative, TC clear
 	if q.rd {
@@ -264,8 +276,6 @@ func appendAnswer(dst []byte, e *entry, req []byte, q *query, now int64, staleTT
 	if q.cd {
 		dst[3] |= flagCD
 	}
-	// The stored question has the query's wire length: copy its case.
-	copy(dst[headerLen:headerLen+q.qlen], req[headerLen:headerLen+q.qlen])
 	rem := e.remaining(now)
 	for _, s := range e.ttls {
 		t := min(s.ttl, rem)
