@@ -214,4 +214,18 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	if err != nil {
 		t.Errorf("after enabled: false, interface nodelocaldns or table inet nodeagent-dnscache is still there")
 	}
+	// A disabled feature does not gate readiness: the node is ready again.
+	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		return metricValue(scrape(ctx, t), "nodeagent_node_ready") == 1, nil
+	})
+	if err != nil {
+		body := scrape(ctx, t)
+		var lines []string
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "nodeagent_feature_") || strings.HasPrefix(l, "nodeagent_node_ready") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("nodeagent_node_ready is not 1 a minute after dnscache was disabled:\n%s", strings.Join(lines, "\n"))
+	}
 }

@@ -255,6 +255,31 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 				}
 			}
 		}
+		// What the agent's ServiceAccount can do, as the API server sees it.
+		sa := "system:serviceaccount:" + agentNamespace + ":" + agentName
+		if out, err := c.Kubectl(ctx, "", "auth", "can-i", "--list", "--as="+sa); err != nil {
+			t.Errorf("auth can-i --list: %v", err)
+		} else {
+			t.Logf("kubectl auth can-i --list --as=%s:\n%s", sa, out)
+		}
+		for _, q := range [][]string{
+			{"get", "secrets", "-A"}, {"list", "configmaps", "-A"}, {"delete", "nodes"}, {"delete", "pods", "-A"},
+			{"create", "pods", "-A"}, {"update", "nodes"}, {"create", "events", "-n", "default"},
+		} {
+			out, _ := c.Kubectl(ctx, "", append([]string{"auth", "can-i", "--as=" + sa}, q...)...)
+			if a := lastLine(out); a != "no" {
+				t.Errorf("the agent can %v: %q, want no", q, a)
+			}
+		}
+		for _, q := range [][]string{
+			{"patch", "nodes"}, {"patch", "nodes/status"}, {"create", "events.events.k8s.io", "-n", "default"},
+			{"list", "pods", "-A"}, {"watch", "endpointslices.discovery.k8s.io", "-A"},
+		} {
+			out, _ := c.Kubectl(ctx, "", append([]string{"auth", "can-i", "--as=" + sa}, q...)...)
+			if a := lastLine(out); a != "yes" {
+				t.Errorf("the agent cannot %v: %q, want yes", q, a)
+			}
+		}
 		// The agent itself must not have hit a forbidden error.
 		log, err := agentLog(c)
 		if err != nil {
@@ -310,6 +335,12 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 	t.Run("DNSThroughAgent", func(t *testing.T) {
 		testDNSThroughAgent(ctx, t, c)
 	})
+}
+
+// lastLine is the last non-empty line (kubectl prints warnings first).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 func orCore(g string) string {

@@ -43,7 +43,9 @@ compile_tests() {
 	(cd "${e2e}" && go vet -tags e2e ./... && go test -tags e2e -count=1 -run '^$' ./... >/dev/null)
 }
 phase compile-tests compile_tests
-args=(-tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-40m}")
+# -p 1: one package at a time. Every cluster uses the same host-wide names
+# (bridges, chains, the agent's port), so two at once would collide.
+args=(-tags e2e -count=1 -v -p 1 -timeout "${E2E_TIMEOUT:-40m}")
 if [[ -n "${E2E_RUN:-}" ]]; then
 	args+=(-run "${E2E_RUN}")
 fi
