@@ -18,9 +18,9 @@ import (
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nodeagent/nodeagent/agent/kube"
+	"github.com/nodeagent/nodeagent/agent/kube/kubetest"
 )
 
 func TestMain(m *testing.M) {
@@ -264,21 +264,18 @@ func newNode() *corev1.Node {
 }
 
 func TestReadinessGateRemovesTaintOnlyWhenGatingFeaturesReady(t *testing.T) {
-	cs := fake.NewClientset(newNode())
-	k := kube.New(cs, "node-1", testLog(t))
+	api := kubetest.New(t, newNode())
 	cm := newConfigMapDir(t, fast+"alpha:\n  notReady: true\n")
-	h := start(t, cm.path(), "", k)
-	nodes := cs.CoreV1().Nodes()
+	h := start(t, cm.path(), "", kubeClient(t, api))
 
 	eventually(t, "NodeAgentReady=False", func() bool {
-		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
-		c := condition(n)
+		c := condition(api.Node())
 		return c != nil && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "alpha: array not assembled")
 	})
 	eventually(t, "a Warning Event naming the blocking feature", func() bool {
-		return hasEvent(cs, corev1.EventTypeWarning, "FeaturesNotReady", "alpha: array not assembled")
+		return hasEvent(api, corev1.EventTypeWarning, "FeaturesNotReady", "alpha: array not assembled")
 	})
-	n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+	n := api.Node()
 	if len(n.Spec.Taints) != 2 {
 		t.Fatalf("taints = %v: the startup taint must stay while alpha is not ready", n.Spec.Taints)
 	}
@@ -288,28 +285,27 @@ func TestReadinessGateRemovesTaintOnlyWhenGatingFeaturesReady(t *testing.T) {
 
 	cm.write(fast) // alpha becomes ready
 	eventually(t, "taint removed and label set", func() bool {
-		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+		n := api.Node()
 		return len(n.Spec.Taints) == 1 && n.Labels["nodeagent.io/ready"] == "true"
 	})
-	n, _ = nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
+	n = api.Node()
 	if n.Spec.Taints[0].Key != "karpenter.sh/disrupted" {
 		t.Errorf("taints = %v: only the startup taint may go", n.Spec.Taints)
 	}
 	eventually(t, "NodeAgentReady=True and a NodeReady Event", func() bool {
-		n, _ := nodes.Get(context.Background(), "node-1", metav1.GetOptions{})
-		c := condition(n)
-		return c != nil && c.Status == corev1.ConditionTrue && hasEvent(cs, corev1.EventTypeNormal, "NodeReady", "")
+		c := condition(api.Node())
+		return c != nil && c.Status == corev1.ConditionTrue && hasEvent(api, corev1.EventTypeNormal, "NodeReady", "")
 	})
 }
 
 func TestBadConfigRecordsWarningEvent(t *testing.T) {
-	cs := fake.NewClientset(newNode())
+	api := kubetest.New(t, newNode())
 	cm := newConfigMapDir(t, fast)
-	h := start(t, cm.path(), "", kube.New(cs, "node-1", testLog(t)))
+	h := start(t, cm.path(), "", kubeClient(t, api))
 	eventually(t, "running", func() bool { return h.alpha.runs.Load() == 1 })
 	cm.write(fast + "alpha:\n  bogus: 1\n")
 	eventually(t, "ConfigRejected Warning Event", func() bool {
-		return hasEvent(cs, corev1.EventTypeWarning, "ConfigRejected", "alpha.bogus: unknown key")
+		return hasEvent(api, corev1.EventTypeWarning, "ConfigRejected", "alpha.bogus: unknown key")
 	})
 }
 
@@ -325,12 +321,16 @@ func condition(n *corev1.Node) *corev1.NodeCondition {
 	return nil
 }
 
-func hasEvent(cs *fake.Clientset, typ, reason, noteContains string) bool {
-	list, err := cs.EventsV1().Events("").List(context.Background(), metav1.ListOptions{})
+func kubeClient(t *testing.T, api *kubetest.Server) *kube.Client {
+	k, err := kube.New(api.Config, "node-1", testLog(t))
 	if err != nil {
-		return false
+		t.Fatal(err)
 	}
-	for _, e := range list.Items {
+	return k
+}
+
+func hasEvent(api *kubetest.Server, typ, reason, noteContains string) bool {
+	for _, e := range api.Events() {
 		if e.Type == typ && e.Reason == reason && strings.Contains(e.Note, noteContains) && e.Regarding.Kind == "Node" {
 			return true
 		}

@@ -16,7 +16,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodeagent/nodeagent/agent"
 )
@@ -396,13 +395,13 @@ func (c *Cache) clusterUpstreams(ctx context.Context) ([]netip.AddrPort, error) 
 	if len(c.cfg.ClusterDNS.Addresses) > 0 {
 		return mustUpstreams(c.cfg.ClusterDNS.Addresses), nil
 	}
-	if c.deps.Kube == nil || c.deps.Kube.Clientset == nil {
+	if c.deps.Kube == nil {
 		return nil, fmt.Errorf("clusterDNS.service %q needs a Kubernetes client; set clusterDNS.addresses", c.cfg.ClusterDNS.Service)
 	}
 	ns, name, _ := strings.Cut(c.cfg.ClusterDNS.Service, "/")
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	svc, err := c.deps.Kube.Clientset.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	svc, err := c.deps.Kube.Service(ctx, ns, name)
 	if err != nil {
 		return nil, err
 	}

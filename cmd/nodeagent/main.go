@@ -22,8 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
@@ -109,12 +107,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var kc *kube.Client
 	if restCfg != nil {
-		cs, err := kubernetes.NewForConfig(restCfg)
-		if err != nil {
+		if kc, err = kube.New(restCfg, *nodeName, log.With("component", "kube")); err != nil {
 			fmt.Fprintf(stderr, "nodeagent: kubernetes client: %v\n", err)
 			return exitUsage
 		}
-		kc = kube.New(cs, *nodeName, log.With("component", "kube"))
 	}
 
 	a, err := agent.New(agent.Options{
