@@ -335,12 +335,10 @@ func TestClusterRoleRules(t *testing.T) {
 		t.Fatalf("%d ClusterRoles in %s, want 1", n, manifestsFile)
 	}
 	want := []rbacRule{
-		{"", "nodes", "get,list,patch,watch"},                    // readiness gate (taint, label); interrupt (cordon)
-		{"", "nodes/status", "patch"},                            // node conditions
-		{"events.k8s.io", "events", "create,patch"},              // Events on the Node
-		{"", "services", "get,list,watch"},                       // dnscache: kube-dns-upstream
-		{"discovery.k8s.io", "endpointslices", "get,list,watch"}, // dnscache
-		{"", "pods", "list,watch"},                               // interrupt: Spark executors on the node
+		{"", "nodes", "get,patch"},            // readiness gate (taint, label)
+		{"", "nodes/status", "patch"},         // node condition
+		{"events.k8s.io", "events", "create"}, // Events on the Node
+		{"", "services", "get"},               // dnscache: kube-dns-upstream
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("ClusterRole rules changed.\n got: %v\nwant: %v\nIf the widening is needed, update this test and name the feature in templates/clusterrole.yaml.", got, want)
