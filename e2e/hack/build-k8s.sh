@@ -10,7 +10,7 @@ set -euo pipefail
 K8S_VERSION=v1.35.4
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="${here}/../tools/k8s"
-cache="${NODEAGENT_CACHE:-${HOME}/.cache/nodeagent}"
+cache="${NODEAGENT_CACHE:-${HOME:-/root}/.cache/nodeagent}"
 bin="${cache}/k8s/${K8S_VERSION}/bin"
 binaries="${K8S_BINARIES:-kubectl kube-scheduler kube-controller-manager kubelet kube-apiserver}"
 
@@ -33,7 +33,7 @@ for b in ${binaries}; do
 	echo "build-k8s: building ${b} ${K8S_VERSION} ..."
 	# Build into a temporary name first so an interrupted build never
 	# leaves a half-written binary that a later run would take as cached.
-	(cd "${tools}" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "${ldflags}" \
+	(cd "${tools}" && CGO_ENABLED=0 nice -n 10 go build -trimpath -buildvcs=false -ldflags "${ldflags}" \
 		-o "${bin}/.${b}.tmp" "k8s.io/kubernetes/cmd/${b}")
 	mv "${bin}/.${b}.tmp" "${bin}/${b}"
 	echo "build-k8s: built ${b} in $(($(date +%s) - start))s"

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 HELM_VERSION=v3.22.0
-cache="${NODEAGENT_CACHE:-${HOME}/.cache/nodeagent}"
+cache="${NODEAGENT_CACHE:-${HOME:-/root}/.cache/nodeagent}"
 tools_bin="${cache}/bin"
 
 phase_start=$(date +%s)

@@ -11,6 +11,11 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Go lives in /usr/local/go on these machines; a bare CI environment may not
+# have it on PATH.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+	export PATH="/usr/local/go/bin:${PATH}"
+fi
 e2e="$(cd "${here}/.." && pwd)"
 run_start=$(date +%s)
 declare -a summary=()

@@ -55,7 +55,7 @@ func Nodeagent(ctx context.Context, o NodeagentOptions) (v1.Image, error) {
 		return nil, err
 	}
 	bin := filepath.Join(o.WorkDir, "nodeagent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w -X main.version="+o.Version, "-o", bin, "./cmd/nodeagent")
 	cmd.Dir = o.RepoDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOWORK=off")
