@@ -16,7 +16,7 @@ import (
 // so readers use it after dropping the shard lock.
 type entry struct {
 	// key and wire share one allocation.
-	key  string
+	key string
 	// wire is the packed answer (ID 0, no OPT) without its question, which
 	// is the key's and is copied from the query when answering.
 	wire string
