@@ -147,6 +147,9 @@ func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
 		return errorResponse(out, req, q, qeOK, dns.RcodeServerFailure)
 	}
 	f := res.(fetched)
+	if f.stale {
+		s.m.stale.Inc()
+	}
 	return s.write(out, f.e, req, q, proto, now, f.stale)
 }
 
@@ -197,8 +200,7 @@ func (s *server) fetch(key []byte) (fetched, error) {
 	now := time.Now().UnixNano()
 	if err != nil || r.Rcode == dns.RcodeServerFailure {
 		if old := s.st.get(key, now); old != nil && old.good && s.policy.stale > 0 {
-			s.m.stale.Inc()
-			return fetched{e: old, stale: true}, nil
+			return fetched{e: old, stale: now >= old.expire}, nil
 		}
 		if err != nil {
 			s.log.Debug("upstream failed", "zone", zoneLabel(z), "name", name, "type", dns.TypeToString[qtype], "err", err)
@@ -217,11 +219,7 @@ func (s *server) fetch(key []byte) (fetched, error) {
 	if ttl > 0 && !s.st.put(e, now) {
 		// A SERVFAIL does not replace a good entry.
 		if old := s.st.get(key, now); old != nil && old.good {
-			if now >= old.expire {
-				s.m.stale.Inc()
-				return fetched{e: old, stale: true}, nil
-			}
-			return fetched{e: old}, nil
+			return fetched{e: old, stale: now >= old.expire}, nil
 		}
 	}
 	return fetched{e: e}, nil

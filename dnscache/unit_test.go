@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,17 +121,7 @@ func answerFor(name string, ttl uint32) *dns.Msg {
 	return m
 }
 
-func fmtUint(v uint32) string {
-	if v == 0 {
-		return "0"
-	}
-	var b []byte
-	for v > 0 {
-		b = append([]byte{byte('0' + v%10)}, b...)
-		v /= 10
-	}
-	return string(b)
-}
+func fmtUint(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 
 func keyFor(t *testing.T, name string) []byte {
 	m := new(dns.Msg)
