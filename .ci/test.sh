@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (`make test`): installs its prerequisites, runs every
 # Go test with the race detector (as root, so the kernel tests run too),
-# lint and the arm64 build, then the e2e suite on a real cluster. Under CI
+# lint and the arm64 build, then the e2e suite on a real cluster, then the
+# benchmarks. Under CI
 # (CI=true) a skipped test is a failure: CI installs everything a test needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,9 @@ phase "lint"
 
 bash e2e/hack/run.sh
 phase "e2e (real cluster)"
+
+# The benchmarks print their figures (idle RSS/CPU; dnscache vs CoreDNS).
+make --no-print-directory bench
+phase "benchmarks"
 
 echo "total: $(($(date +%s) - started))s"
