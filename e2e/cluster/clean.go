@@ -73,8 +73,10 @@ func CleanStale(ctx context.Context, logf func(string, ...any)) error {
 	}
 	for _, d := range dirs {
 		if h, err := loadHostState(d); err == nil {
-			logf("restore host state recorded in %s: %+v", d, *h)
+			logf("restore host state recorded in %s: sysctls %v, / made shared %v, nftables tables before %v, %d paths in host directories",
+				d, h.Sysctls, h.MadeRootShared, h.NFTBefore, len(h.Dirs))
 			errs = append(errs, h.restore(ctx)...)
+			errs = append(errs, deleteConntrack(ctx, DefaultPodCIDR, h.Ports)...)
 		}
 	}
 	for _, d := range dirs {

@@ -86,7 +86,6 @@ type Cluster struct {
 	t                  testing.TB
 	pki                *pki
 	procs              []*proc
-	snapshot           dirSnapshot
 	host               hostState
 	ports              []int
 	cniConfDir         string
@@ -161,7 +160,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	c.Dir = dir
-	c.snapshot = snapshotDirs()
+	c.host.Dirs = snapshotDirs()
 	c.host.Sysctls = readSysctls()
 	if c.host.NFTBefore, err = nftTables(ctx); err != nil {
 		t.Fatalf("list nftables tables: %v", err)
@@ -285,6 +284,10 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 		return err
 	}
 	c.ports = ports
+	c.host.Ports = append(ports, AgentMetricsPort)
+	if err := c.host.save(c.Dir); err != nil {
+		return err
+	}
 	c.apiPort, c.etcdPort = ports[0], ports[1]
 	etcdPeer, regPort, kcmPort, schedPort := ports[2], ports[3], ports[4], ports[5]
 	c.kubeletPort, c.kubeletHealthzPort = ports[6], ports[7]

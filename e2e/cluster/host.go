@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -90,22 +91,22 @@ func restoreSysctls(old map[string]string) []error {
 	return errs
 }
 
-// dirSnapshot remembers which watched directories existed and what they held.
-type dirSnapshot map[string]map[string]bool // dir -> entries (nil map: dir absent)
+// dirSnapshot is every path that existed at or below the watched
+// directories (they are small), so teardown can remove exactly what
+// appeared during the run, at any depth (e.g. shim sockets in
+// /run/containerd/s, symlinks in /var/log/containers).
+type dirSnapshot map[string]bool
 
 func snapshotDirs() dirSnapshot {
 	s := dirSnapshot{}
 	for _, d := range watchedDirs {
-		ents, err := os.ReadDir(d)
-		if err != nil {
-			s[d] = nil
-			continue
-		}
-		m := map[string]bool{}
-		for _, e := range ents {
-			m[e.Name()] = true
-		}
-		s[d] = m
+		_ = filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			s[p] = true
+			return nil
+		})
 	}
 	return s
 }
@@ -116,27 +117,25 @@ func snapshotDirs() dirSnapshot {
 // its temporary directory), so such an entry is left alone.
 func (s dirSnapshot) restore() []error {
 	var errs []error
-	for _, d := range watchedDirs {
-		before := s[d]
-		if before == nil {
-			if _, err := os.Lstat(d); err == nil {
-				if err := removeUnmounted(d); err != nil {
-					errs = append(errs, err)
-				}
-			}
+	now := snapshotDirs()
+	var added []string
+	for p := range now {
+		if !s[p] {
+			added = append(added, p)
+		}
+	}
+	sort.Strings(added) // parents before children
+	removed := map[string]bool{}
+	for _, p := range added {
+		if removed[filepath.Dir(p)] {
+			removed[p] = true
 			continue
 		}
-		ents, err := os.ReadDir(d)
-		if err != nil {
+		if err := removeUnmounted(p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		for _, e := range ents {
-			if !before[e.Name()] {
-				if err := removeUnmounted(filepath.Join(d, e.Name())); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
+		removed[p] = true
 	}
 	return errs
 }
@@ -577,6 +576,9 @@ type hostState struct {
 	Sysctls        map[string]string `json:"sysctls"`
 	MadeRootShared bool              `json:"madeRootShared"`
 	NFTBefore      map[string]bool   `json:"nftBefore"`
+	Dirs           dirSnapshot       `json:"dirs"`
+	// Ports the run's servers listened on, for conntrack cleanup.
+	Ports []int `json:"ports"`
 }
 
 const hostStateFile = "host-state.json"
@@ -609,6 +611,31 @@ func (h *hostState) restore(ctx context.Context) []error {
 	}
 	if h.NFTBefore != nil {
 		if err := removeNewEmptyTables(ctx, h.NFTBefore); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.Dirs != nil {
+		errs = append(errs, h.Dirs.restore()...)
+	}
+	return errs
+}
+
+// deleteConntrack removes the conntrack entries of the harness's
+// addresses and of the run's loopback ports.
+func deleteConntrack(ctx context.Context, podCIDR string, ports []int) []error {
+	var errs []error
+	filters := [][]string{
+		{"-s", podCIDR}, {"-d", podCIDR},
+		{"-s", DefaultNodeIP}, {"-d", DefaultNodeIP},
+		{"-s", kubernetesSvcIP}, {"-d", kubernetesSvcIP},
+	}
+	for _, port := range ports {
+		filters = append(filters, []string{"-p", "tcp", "--orig-port-dst", strconv.Itoa(port)})
+	}
+	for _, f := range filters {
+		// Exit status 1 with "0 flow entries" means nothing matched.
+		out, err := run(ctx, 30*time.Second, "conntrack", append([]string{"-D"}, f...)...)
+		if err != nil && !strings.Contains(out, "0 flow entries") {
 			errs = append(errs, err)
 		}
 	}

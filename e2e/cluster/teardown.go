@@ -137,7 +137,6 @@ func (c *Cluster) teardown() {
 	if err := removeCgroups(cgroupDirs(), 30*time.Second); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.snapshot.restore()...)
 
 	// Networking: the kubelet's KUBE-* chains, CNI-* chains, ours; then
 	// conntrack entries for our addresses; then the interfaces.
@@ -148,25 +147,7 @@ func (c *Cluster) teardown() {
 		errs = append(errs, err)
 	}
 	if c.hostNetUp {
-		for _, filter := range [][]string{
-			{"-s", c.PodCIDR}, {"-d", c.PodCIDR},
-			{"-s", c.NodeIP}, {"-d", c.NodeIP},
-			{"-s", kubernetesSvcIP}, {"-d", kubernetesSvcIP},
-		} {
-			// Exit status 1 with "0 flow entries" means nothing matched.
-			out, err := run(ctx, 30*time.Second, "conntrack", append([]string{"-D"}, filter...)...)
-			if err != nil && !strings.Contains(out, "0 flow entries") {
-				errs = append(errs, err)
-			}
-		}
-		// Loopback connections to our servers (TIME_WAIT and the like),
-		// including the agent's metrics port.
-		for _, port := range append(c.ports, AgentMetricsPort) {
-			out, err := run(ctx, 30*time.Second, "conntrack", "-D", "-p", "tcp", "--orig-port-dst", strconv.Itoa(port))
-			if err != nil && !strings.Contains(out, "0 flow entries") {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, deleteConntrack(ctx, c.PodCIDR, c.host.Ports)...)
 		if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
 			fam, name, _ := strings.Cut(agentDNSTable, " ")
 			if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
@@ -188,7 +169,8 @@ func (c *Cluster) teardown() {
 		}
 	}
 
-	// After the chains are gone: sysctls, / propagation, empty tables.
+	// After the chains are gone: sysctls, / propagation, empty tables, new
+	// entries in the host directories.
 	errs = append(errs, c.host.restore(ctx)...)
 	if os.Getenv("NODEAGENT_E2E_KEEP") == "" {
 		if err := os.RemoveAll(c.Dir); err != nil {
