@@ -126,6 +126,10 @@ func (a *Agent) Config() *FileConfig { return a.cfg.Load() }
 // agent.shutdownTimeout, leaving host state in place. It returns an error
 // only when it cannot serve at all (e.g. the metrics address is taken).
 func (a *Agent) Run(ctx context.Context) error {
+	// Cancelled on the way out, whatever ended the run (a signal or a
+	// server error), so that every loop below returns.
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
 	var listeners []net.Listener
 	if a.opts.MetricsAddr != "" {
 		ln, err := listenReusePort(ctx, "tcp", a.opts.MetricsAddr)
@@ -172,6 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-srvErr:
+		cancelRun()
 	}
 	a.log.Info("agent stopping; host state stays in place", "timeout", a.cfg.Load().Agent.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Load().Agent.ShutdownTimeout)

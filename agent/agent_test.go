@@ -413,3 +413,4 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		t.Errorf("agent/README.md lists %s, which the agent does not export", name)
 	}
 }
+
