@@ -413,4 +413,3 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		t.Errorf("agent/README.md lists %s, which the agent does not export", name)
 	}
 }
-
