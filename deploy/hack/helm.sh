@@ -12,12 +12,5 @@ if [[ -n "${HELM:-}" ]]; then
 	echo "$HELM"
 	exit 0
 fi
-cache=${NODEAGENT_CACHE:-$HOME/.cache/nodeagent}
-helm=$cache/bin/helm
-# `go version -m` names the module version the binary was built from.
-if [[ ! -x "$helm" ]] || ! go version -m "$helm" 2>/dev/null | grep -q "helm.sh/helm/v3[[:space:]]*$HELM_VERSION[[:space:]]"; then
-	echo "installing helm $HELM_VERSION into $cache/bin (about a minute)" >&2
-	mkdir -p "$cache/bin"
-	GOBIN=$cache/bin go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-fi
-echo "$helm"
+. "$(dirname "${BASH_SOURCE[0]}")/../../.ci/lib.sh"
+CGO_ENABLED=0 go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
