@@ -26,7 +26,7 @@ if ((rc != 0)); then
 	grep -B2 -A30 -E '^(--- FAIL|panic:)' "$log" | head -400 >&2 || true
 	exit $rc
 fi
-skips=$(grep -E -- '--- SKIP' -A1 "$log" || true)
+skips=$(grep -E -A1 -- '--- SKIP' "$log" || true)
 if [[ -n $skips ]]; then
 	echo "skipped tests:"
 	echo "$skips"

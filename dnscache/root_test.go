@@ -178,8 +178,6 @@ func linkKind(t *testing.T) string {
 	return "dummy"
 }
 
-func inNS(ns *testNS) func(*Cache) { return func(c *Cache) { c.ns = ns.handle } }
-
 // TestRootInterfaceAndRules: the interface and nftables rules are created,
 // re-created after being deleted by hand, answer on the link-local address,
 // keep its queries out of conntrack, outlive Run, and go with Teardown.
