@@ -130,15 +130,28 @@ func (c *Cache) Run(ctx context.Context) error {
 		servers.Go(func() { s.serveUDP(uc, readers, stop) })
 	}
 	var tcpServers []*dns.Server
+	// A server is shut down only once it has started (ShutdownContext on a
+	// server not started yet does nothing, and it would then serve forever)
+	// or once it has returned: each signals one or the other.
+	var tcpUp []chan struct{}
 	for _, l := range ls.tcp {
+		up := make(chan struct{})
+		var once sync.Once
+		signal := func() { once.Do(func() { close(up) }) }
 		srv := &dns.Server{Listener: l, Handler: s.tcpHandler(), ReadTimeout: c.cfg.Upstream.Timeout,
-			WriteTimeout: c.cfg.Upstream.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+			WriteTimeout: c.cfg.Upstream.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			NotifyStartedFunc: signal}
 		tcpServers = append(tcpServers, srv)
+		tcpUp = append(tcpUp, up)
 		servers.Go(func() {
+			defer signal()
 			if err := srv.ActivateAndServe(); err != nil {
 				c.log.Warn("tcp server stopped", "addr", l.Addr().String(), "err", err)
 			}
 		})
+	}
+	for _, up := range tcpUp {
+		<-up
 	}
 
 	loopCtx, cancelLoops := context.WithCancel(ctx)

@@ -265,3 +265,37 @@ func depsNoLog(t *testing.T) agent.Deps {
 	d.Metrics = prometheus.NewRegistry()
 	return d
 }
+
+// TestRunQuickCancel: a Run cancelled right away or soon after it starts
+// returns (the TCP servers are shut down even when cancel comes before they
+// serve), leaving no goroutine behind (TestMain checks).
+func TestRunQuickCancel(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	deadline := time.After(30 * time.Second)
+	for i := range 50 {
+		cfg := testConfig(t, up.addr)
+		c, err := New(cfg, depsNoLog(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%2 == 0 {
+			cancel()
+		} else {
+			go func() { time.Sleep(time.Duration(i%5) * time.Millisecond); cancel() }()
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- c.Run(ctx) }()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("iteration %d: Run: %v", i, err)
+			}
+		case <-deadline:
+			cancel()
+			t.Fatalf("iteration %d: Run did not return after cancel", i)
+		}
+		cancel()
+	}
+}
