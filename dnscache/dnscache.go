@@ -108,7 +108,9 @@ func (c *Cache) Run(ctx context.Context) error {
 		// and retry on the next reconcile.
 	}
 	if err := c.updateUpstreams(ctx); err != nil {
-		return err
+		// Serve anyway: the zones with upstreams answer, the others SERVFAIL
+		// until a reconcile resolves their upstreams.
+		c.log.Warn("upstream lookup failed; serving the zones that have upstreams", "err", err)
 	}
 	ls, err := listen(c.ns, c.addrs, c.cfg.Port)
 	if err != nil {
@@ -379,29 +381,32 @@ func (c *Cache) healthLoop(ctx context.Context) {
 }
 
 // updateUpstreams (re)reads the upstream lists: cluster DNS from config or
-// its Service, node resolvers from config or resolv.conf, extra zones.
+// its Service, node resolvers from config or resolv.conf, extra zones. A list
+// that cannot be read keeps its previous value (none at the first call); the
+// others are still updated. Failures are counted and returned.
 func (c *Cache) updateUpstreams(ctx context.Context) error {
-	cluster, err := c.clusterUpstreams(ctx)
-	if err != nil {
+	var errs []error
+	if cluster, err := c.clusterUpstreams(ctx); err != nil {
 		c.m.setupErrors.WithLabelValues(reasonService).Inc()
-		return fmt.Errorf("dnscache: cluster DNS: %w", err)
+		errs = append(errs, fmt.Errorf("dnscache: cluster DNS: %w", err))
+	} else {
+		c.setUpstreams(c.cfg.ClusterDNS.Domain, cluster, c.cfg.ClusterDNS.Protocol)
+		for _, z := range c.cfg.ClusterDNS.ReverseZones {
+			c.setUpstreams(z, cluster, c.cfg.ClusterDNS.Protocol)
+		}
 	}
-	c.setUpstreams(c.cfg.ClusterDNS.Domain, cluster, c.cfg.ClusterDNS.Protocol)
-	for _, z := range c.cfg.ClusterDNS.ReverseZones {
-		c.setUpstreams(z, cluster, c.cfg.ClusterDNS.Protocol)
-	}
-	var node []netip.AddrPort
 	if len(c.cfg.Node.Addresses) > 0 {
-		node = mustUpstreams(c.cfg.Node.Addresses)
-	} else if node, err = nodeResolvers(c.deps.Host, c.cfg.Node.ResolvConf, c.addrs); err != nil {
+		c.setUpstreams(".", mustUpstreams(c.cfg.Node.Addresses), c.cfg.Node.Protocol)
+	} else if node, err := nodeResolvers(c.deps.Host, c.cfg.Node.ResolvConf, c.addrs); err != nil {
 		c.m.setupErrors.WithLabelValues(reasonResolv).Inc()
-		return fmt.Errorf("dnscache: node resolvers: %w", err)
+		errs = append(errs, fmt.Errorf("dnscache: node resolvers: %w", err))
+	} else {
+		c.setUpstreams(".", node, c.cfg.Node.Protocol)
 	}
-	c.setUpstreams(".", node, c.cfg.Node.Protocol)
 	for _, z := range c.cfg.Zones {
 		c.setUpstreams(z.Name, mustUpstreams(z.Addresses), z.Protocol)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (c *Cache) clusterUpstreams(ctx context.Context) ([]netip.AddrPort, error) {

@@ -2,21 +2,30 @@ package dnscache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/config"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
+	"github.com/nodeagent/nodeagent/agent/kube"
 )
 
 func TestValidate(t *testing.T) {
@@ -244,19 +253,57 @@ func TestTTLPolicy(t *testing.T) {
 	}
 }
 
-// TestRunNeedsClusterDNS: without a Kubernetes client the Service cannot be
-// resolved, and Run says so instead of serving half the zones.
-func TestRunNeedsClusterDNS(t *testing.T) {
+// TestRunServesWithoutUpstreams: when the cluster DNS Service cannot be read
+// at start, the cache still serves (the other zones answer, the cluster zone
+// SERVFAILs), counts the failure, and picks the Service up on a reconcile.
+func TestRunServesWithoutUpstreams(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t, "127.0.0.1:1")
-	cfg.ClusterDNS.Addresses = nil
-	c, err := New(cfg, depsNoLog(t))
+	up := newAuthServer(t)
+	upPort, err := strconv.Atoi(up.addr[strings.LastIndex(up.addr, ":")+1:])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "clusterDNS.addresses") {
-		t.Fatalf("got %v", err)
+	var apiUp atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !apiUp.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(&corev1.Service{
+			TypeMeta: metav1.TypeMeta{Kind: "Service", APIVersion: "v1"},
+			Spec: corev1.ServiceSpec{ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{
+				{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: int32(upPort)},
+				{Name: "dns", Protocol: corev1.ProtocolUDP, Port: int32(upPort)},
+			}},
+		})
+	}))
+	defer api.Close()
+	kc, err := kube.New(&rest.Config{Host: api.URL}, "node", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
+	cfg := testConfig(t, up.addr)
+	cfg.ClusterDNS.Addresses = nil
+	cfg.ReconcileInterval = time.Second
+	c, _ := startCache(t, cfg, func(c *Cache) { c.deps.Kube = kc })
+	srv := addr(cfg)
+
+	if r := ask(t, srv, "www.example.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("node zone: got %s, want NOERROR", dns.RcodeToString[r.Rcode])
+	}
+	if r := ask(t, srv, "a.svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("cluster zone without upstreams: got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	if v := testutil.ToFloat64(c.m.setupErrors.WithLabelValues(reasonService)); v < 1 {
+		t.Fatalf("setup errors (service) = %v, want >= 1", v)
+	}
+	apiUp.Store(true)
+	i := 0
+	eventually(t, 20*time.Second, "the cluster zone to get its upstream", func() bool {
+		i++
+		return ask(t, srv, "b"+strconv.Itoa(i)+".svc.cluster.local.", dns.TypeA).Rcode == dns.RcodeSuccess
+	})
 }
 
 func depsNoLog(t *testing.T) agent.Deps {
