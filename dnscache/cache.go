@@ -265,7 +265,9 @@ func appendAnswer(dst []byte, e *entry, req []byte, q *query, now int64, staleTT
 	dst = append(dst, req[headerLen:headerLen+q.qlen+4]...)
 	dst = append(dst, e.wire[headerLen:]...)
 	binary.BigEndian.PutUint16(dst, q.id)
-	dst[2] = flagQR // opcode QUERY, never authoritative, TC clear
+	// Opcode QUERY, never authoritative; TC only as the upstream set it (an
+	// answer truncated even over TCP is passed on, never cached).
+	dst[2] = flagQR | e.wire[2]&flagTC
 	if q.rd {
 		dst[2] |= flagRD
 	}

@@ -99,10 +99,14 @@ func TestCacheSemantics(t *testing.T) {
 				t.Fatal("OPT in an answer to a query without EDNS")
 			}
 		}},
-		{"truncated answers are not cached", nil, func(t *testing.T, srv string, up *authServer) {
-			ask(t, srv, "tc.example.", dns.TypeA, overTCP)
+		{"truncated answers are not cached and keep TC", nil, func(t *testing.T, srv string, up *authServer) {
+			if r := ask(t, srv, "tc.example.", dns.TypeA, overTCP); !r.Truncated {
+				t.Fatal("upstream's TC bit dropped")
+			}
 			first := up.count("tc.example.")
-			ask(t, srv, "tc.example.", dns.TypeA, overTCP)
+			if r := ask(t, srv, "tc.example.", dns.TypeA, overTCP); !r.Truncated {
+				t.Fatal("upstream's TC bit dropped on the second answer")
+			}
 			if n := up.count("tc.example."); n <= first {
 				t.Fatalf("upstream asked %d times after the first answer's %d: the truncated answer was cached", n, first)
 			}
