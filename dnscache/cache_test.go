@@ -380,3 +380,39 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(srv)
 	}
 }
+
+// TestServfailFailover: an upstream answering SERVFAIL is skipped like one
+// answering REFUSED; SERVFAIL reaches the client only when every upstream
+// fails.
+func TestServfailFailover(t *testing.T) {
+	t.Parallel()
+	bad, good := newAuthServer(t), newAuthServer(t)
+	cfg := testConfig(t, good.addr)
+	cfg.Node.Addresses = []string{bad.addr, good.addr}
+	cfg.Node.Protocol = ProtoUDP
+	cfg.Cache.ServfailTTL = 0
+	startCache(t, cfg)
+	srv := addr(cfg)
+	names := make([]string, 10)
+	for i := range names {
+		names[i] = "sf" + string(rune('a'+i)) + ".example."
+	}
+	bad.set(func(a *authServer) {
+		for _, n := range names {
+			a.servfail[n] = true
+		}
+		a.servfail["both.example."] = true
+	})
+	good.set(func(a *authServer) { a.servfail["both.example."] = true })
+	for _, n := range names {
+		if r := ask(t, srv, n, dns.TypeA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s: got %s with %d answers, want the second upstream's answer", n, dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	}
+	if r := ask(t, srv, "both.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("every upstream SERVFAIL: got %s", dns.RcodeToString[r.Rcode])
+	}
+	if good.count("both.example.") != 1 || bad.count("both.example.") != 1 {
+		t.Fatalf("every upstream SERVFAIL: asked bad %d, good %d times, want 1 each", bad.count("both.example."), good.count("both.example."))
+	}
+}

@@ -119,8 +119,9 @@ func (z *zone) upstreams() []*upstream {
 }
 
 // exchange asks the zone's healthy upstreams in turn, starting at a random
-// one; down upstreams are tried last. A transport error or REFUSED moves on
-// to the next upstream.
+// one; down upstreams are tried last. A transport error, REFUSED or SERVFAIL
+// moves on to the next upstream (and counts against the one that failed);
+// when every upstream fails, the last SERVFAIL is returned if there was one.
 func (z *zone) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	ups := z.upstreams()
 	if len(ups) == 0 {
@@ -139,22 +140,28 @@ func (z *zone) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		}
 	}
 	var lastErr error
+	var servfail *dns.Msg
 	for _, u := range order {
 		if ctx.Err() != nil {
 			break
 		}
 		r, err := u.exchange(ctx, m)
-		if err == nil && r.Rcode != dns.RcodeRefused {
+		if err == nil && r.Rcode != dns.RcodeRefused && r.Rcode != dns.RcodeServerFailure {
 			u.succeeded()
 			return r, nil
 		}
 		u.failed()
 		if err == nil {
-			err = fmt.Errorf("%s: %s", u.name, dns.RcodeToString[r.Rcode])
-			lastErr = err
+			if r.Rcode == dns.RcodeServerFailure {
+				servfail = r
+			}
+			lastErr = fmt.Errorf("%s: %s", u.name, dns.RcodeToString[r.Rcode])
 			continue
 		}
 		lastErr = fmt.Errorf("%s: %w", u.name, err)
+	}
+	if servfail != nil {
+		return servfail, nil // every upstream failed, one with SERVFAIL: pass it on
 	}
 	if lastErr == nil {
 		lastErr = ctx.Err()
