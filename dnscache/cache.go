@@ -33,6 +33,7 @@ type entry struct {
 	hits        atomic.Int32
 	rcode       uint8
 	good        bool // NOERROR or NXDOMAIN: may be served stale, never replaced by SERVFAIL
+	extended    bool // a stale entry made fresh for staleAnswerTTL (see extend)
 	prefetching atomic.Bool
 
 	prev, next *entry
@@ -40,6 +41,21 @@ type entry struct {
 
 func (e *entry) size() int {
 	return len(e.key) + len(e.wire) + 8*len(e.ttls) + 180 // struct and map overhead
+}
+
+// extend returns a copy of e, which was just served stale, that is fresh
+// until expire with every TTL at most ttl seconds (RFC 8767's stale answer
+// TTL): queries until then are answered from it instead of each trying the
+// failing upstreams again.
+func (e *entry) extend(expire int64, ttl uint32) *entry {
+	ttls := make([]ttlSlot, len(e.ttls))
+	for i, t := range e.ttls {
+		ttls[i] = ttlSlot{off: t.off, ttl: ttl}
+	}
+	return &entry{
+		key: e.key, wire: e.wire, ttls: ttls, expire: expire, stale: e.stale, zone: e.zone, reqs: e.reqs,
+		ttl: ttl, rcode: e.rcode, good: e.good, extended: true,
+	}
 }
 
 // remaining is the seconds left before expiry at now, rounded up: a fresh

@@ -65,7 +65,11 @@ func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byt
 	if e == nil || now >= e.expire {
 		return nil, true
 	}
-	s.m.hits.Inc()
+	if e.extended {
+		s.m.stale.Inc()
+	} else {
+		s.m.hits.Inc()
+	}
 	resp = s.write(out, e, req, q, proto, now, false)
 	if p := s.cfg.Cache.Prefetch; p.Enabled && e.good && e.hits.Add(1) >= int32(p.MinHits) &&
 		uint64(e.remaining(now))*100 < uint64(e.ttl)*uint64(p.Percent) && e.prefetching.CompareAndSwap(false, true) {
@@ -200,7 +204,7 @@ func (s *server) fetch(key []byte) (fetched, error) {
 	now := time.Now().UnixNano()
 	if err != nil || r.Rcode == dns.RcodeServerFailure {
 		if old := s.st.get(key, now); old != nil && old.good && s.policy.stale > 0 {
-			return fetched{e: old, stale: now >= old.expire}, nil
+			return s.serveStale(old, now), nil
 		}
 		if err != nil {
 			s.log.Debug("upstream failed", "zone", zoneLabel(z), "name", name, "type", dns.TypeToString[qtype], "err", err)
@@ -219,10 +223,23 @@ func (s *server) fetch(key []byte) (fetched, error) {
 	if ttl > 0 && !s.st.put(e, now) {
 		// A SERVFAIL does not replace a good entry.
 		if old := s.st.get(key, now); old != nil && old.good {
-			return fetched{e: old, stale: now >= old.expire}, nil
+			return s.serveStale(old, now), nil
 		}
 	}
 	return fetched{e: e}, nil
+}
+
+// serveStale answers from a good entry after the upstreams failed. An expired
+// one is stored again, fresh for staleAnswerTTL (within its stale window), so
+// that the next queries are hits rather than more upstream attempts.
+func (s *server) serveStale(old *entry, now int64) fetched {
+	if now < old.expire {
+		return fetched{e: old} // still fresh: a prefetch failed
+	}
+	ttl := s.cfg.Cache.StaleAnswerTTL
+	e := old.extend(min(now+int64(ttl), old.stale), uint32(ttl/time.Second))
+	s.st.put(e, now)
+	return fetched{e: e, stale: true}
 }
 
 // prefetch refreshes e in the background; only one refresh per entry runs.
