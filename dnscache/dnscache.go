@@ -498,7 +498,7 @@ func (c *Cache) setUpstreams(zoneName string, addrs []netip.AddrPort, proto stri
 	c.log.Info("upstreams set", "zone", z.name, "upstreams", names, "protocol", proto)
 	for _, u := range old {
 		if !slices.Contains(c.r.all(), u) {
-			u.closeConns()
+			u.close()
 			c.m.upstreamHealthy.DeleteLabelValues(u.name)
 		}
 	}

@@ -28,8 +28,16 @@ type tcpMux struct {
 // muxTarget is how many queries one connection carries before another is opened.
 const muxTarget = 64
 
+// errUpstreamClosed is returned for an upstream removed while a query to it
+// was in flight.
+var errUpstreamClosed = errors.New("upstream removed")
+
 func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
 	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil, errUpstreamClosed
+	}
 	var best *tcpMux
 	bestN := 0
 	for _, mx := range u.muxes {
@@ -56,6 +64,11 @@ func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
 	}
 	mx := &tcpMux{conn: conn, pending: map[uint16]chan *dns.Msg{}}
 	u.mu.Lock()
+	if u.closed { // removed while dialling: its reader would outlive Run
+		u.mu.Unlock()
+		conn.Close()
+		return nil, errUpstreamClosed
+	}
 	u.muxes = append(u.muxes, mx)
 	u.mu.Unlock()
 	u.readers.Go(func() { u.readLoop(mx) })
@@ -192,6 +205,16 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "upstream timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+// close closes every connection, waits for their readers and keeps new
+// ones from being opened: for an upstream removed from every zone, which a
+// query in flight may still be using.
+func (u *upstream) close() {
+	u.mu.Lock()
+	u.closed = true
+	u.mu.Unlock()
+	u.closeConns()
+}
 
 // closeConns closes every connection and waits for their readers.
 func (u *upstream) closeConns() {

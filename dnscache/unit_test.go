@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -344,5 +345,33 @@ func TestRunQuickCancel(t *testing.T) {
 			t.Fatalf("iteration %d: Run did not return after cancel", i)
 		}
 		cancel()
+	}
+}
+
+// TestRemovedUpstreamNotRedialled: a query still in flight to an upstream
+// that setUpstreams removed opens no new connection, whose reader would
+// outlive Run.
+func TestRemovedUpstreamNotRedialled(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	cfg := testConfig(t, up.addr)
+	m, err := newMetrics(prometheus.NewRegistry(), newStore(100, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m)
+	defer u.closeConns()
+	q := new(dns.Msg)
+	q.SetQuestion("before.example.", dns.TypeA)
+	if _, err := u.exchange(context.Background(), q); err != nil {
+		t.Fatalf("before removal: %v", err)
+	}
+	u.close()
+	q.SetQuestion("after.example.", dns.TypeA)
+	if _, err := u.exchange(context.Background(), q); !errors.Is(err, errUpstreamClosed) {
+		t.Fatalf("after removal: got %v, want %v", err, errUpstreamClosed)
+	}
+	if n := up.count("after.example."); n != 0 || up.tcpConn.Load() != 1 {
+		t.Fatalf("after removal: upstream asked %d times over %d connections, want 0 and 1", n, up.tcpConn.Load())
 	}
 }

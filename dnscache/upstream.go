@@ -33,6 +33,7 @@ type upstream struct {
 	maxFail int32
 
 	mu      sync.Mutex
+	closed  bool // removed: no new connection may be opened
 	muxes   []*tcpMux
 	max     int // connections per upstream
 	readers sync.WaitGroup
