@@ -73,7 +73,7 @@ func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byt
 	resp = s.write(out, e, req, q, proto, now, false)
 	if p := s.cfg.Cache.Prefetch; p.Enabled && e.good && e.hits.Add(1) >= int32(p.MinHits) &&
 		uint64(e.remaining(now))*100 < uint64(e.ttl)*uint64(p.Percent) && e.prefetching.CompareAndSwap(false, true) {
-		s.prefetch(e, q)
+		s.prefetch(e)
 	}
 	return resp, false
 }
@@ -243,7 +243,7 @@ func (s *server) serveStale(old *entry, now int64) fetched {
 }
 
 // prefetch refreshes e in the background; only one refresh per entry runs.
-func (s *server) prefetch(e *entry, q *query) {
+func (s *server) prefetch(e *entry) {
 	if s.bgCtx.Err() != nil || s.waiting.Add(1) > int64(s.cfg.Upstream.MaxConcurrent) {
 		s.waiting.Add(-1)
 		e.prefetching.Store(false)

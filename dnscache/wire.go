@@ -14,7 +14,6 @@ const (
 	optRRLen  = 11 // root name, type, class, ttl, rdlen 0
 
 	flagQR = 0x80 // byte 2
-	flagAA = 0x04
 	flagTC = 0x02
 	flagRD = 0x01
 	flagRA = 0x80 // byte 3
@@ -25,7 +24,6 @@ const (
 	keyFlagCD = 2
 
 	typeOPT  = 41
-	typeANY  = 255
 	typeAXFR = 252
 	typeIXFR = 251
 	classIN  = 1
