@@ -395,6 +395,7 @@ func TestServfailFailover(t *testing.T) {
 	cfg.Node.Addresses = []string{bad.addr, good.addr}
 	cfg.Node.Protocol = ProtoUDP
 	cfg.Cache.ServfailTTL = 0
+	cfg.Upstream.Timeout = time.Second // a slow machine must not turn a failover into a timeout
 	startCache(t, cfg)
 	srv := addr(cfg)
 	names := make([]string, 10)
