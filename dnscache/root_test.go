@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 )
 
@@ -34,6 +35,22 @@ func needRoot(t *testing.T, bins ...string) {
 			t.Skipf("needs %s in PATH (dnscache/hack/prereqs.sh installs it)", b)
 		}
 	}
+}
+
+// runInNS builds a Cache from cfg and deps, runs it in ns and waits until it
+// is ready. stop cancels Run and returns its error.
+func runInNS(t *testing.T, cfg *Config, deps agent.Deps, ns *testNS) (stop func() error) {
+	t.Helper()
+	c, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ns = ns.handle
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+	return func() error { cancel(); return <-errc }
 }
 
 // testNS is a named namespace (so that `ip netns exec` reaches it) with lo up.
@@ -188,16 +205,8 @@ func TestRootInterfaceAndRules(t *testing.T) {
 	cfg := rootConfig(t, up)
 	srv := "169.254.20.10:53"
 
-	ctx, cancel := context.WithCancel(context.Background())
 	deps, _ := testDeps(t)
-	c, err := New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.ns = ns.handle
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
-	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+	stop := runInNS(t, cfg, deps, ns)
 
 	for _, network := range []string{"udp", "tcp"} {
 		if r, err := ns.query(t, network, srv, "a.example."); err != nil || r.Rcode != dns.RcodeSuccess {
@@ -291,8 +300,7 @@ func TestRootInterfaceAndRules(t *testing.T) {
 		})
 	})
 
-	cancel()
-	if err := <-errc; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if _, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table); err != nil {
@@ -325,15 +333,7 @@ func TestRootIptablesMode(t *testing.T) {
 	cfg.Firewall.Mode = FirewallIptables
 	deps, _ := testDeps(t)
 	deps.Exec = nsExec{ns.name}
-	c, err := New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.ns = ns.handle
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
-	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+	stop := runInNS(t, cfg, deps, ns)
 	count := func() int {
 		out, _ := ns.run(t, "iptables-save")
 		return strings.Count(out, cfg.Firewall.Table)
@@ -347,8 +347,7 @@ func TestRootIptablesMode(t *testing.T) {
 	ns.mustRun(t, "iptables", "-t", "raw", "-D", "PREROUTING", "-p", "udp", "-d", "169.254.20.10", "--dport", "53",
 		"-m", "comment", "--comment", cfg.Firewall.Table, "-j", "NOTRACK")
 	eventually(t, 5*time.Second, "rule back", func() bool { return count() == 10 })
-	cancel()
-	if err := <-errc; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 10 {
@@ -373,20 +372,12 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 	cfg.Firewall.Mode = FirewallNone
 	srv := "169.254.20.10:53"
 
-	start := func() (*Cache, context.CancelFunc, chan error) {
+	start := func() func() error {
 		deps, _ := testDeps(t)
-		c, err := New(cfg, deps)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ns = ns.handle
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() { errc <- c.Run(ctx) }()
-		eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
-		return c, cancel, errc
+		stop := runInNS(t, cfg, deps, ns)
+		return stop
 	}
-	_, cancelOld, errOld := start()
+	stopOld := start()
 
 	// Load: 8 clients, each with its own socket (source port), one query
 	// in flight at a time, 1s timeout.
@@ -419,17 +410,15 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	_, cancelNew, errNew := start()
+	stopNew := start()
 	time.Sleep(200 * time.Millisecond)
-	cancelOld()
-	if err := <-errOld; err != nil {
+	if err := stopOld(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(700 * time.Millisecond)
 	close(stop)
 	load.Wait()
-	cancelNew()
-	if err := <-errNew; err != nil {
+	if err := stopNew(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("restart under load: %d queries, %d lost", sent.Load(), lost.Load())
