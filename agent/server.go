@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sys/unix"
+
+	"github.com/nodeagent/nodeagent/agent/sockopt"
 )
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -81,15 +81,7 @@ func (a *Agent) readyz(w http.ResponseWriter, _ *http.Request) {
 // listenReusePort listens with SO_REUSEPORT, so that during a rolling update
 // the new agent binds while the old one still serves on the same node.
 func listenReusePort(ctx context.Context, network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: sockopt.ReusePort}
 	return lc.Listen(ctx, network, addr)
 }
 

@@ -8,12 +8,13 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/nodeagent/nodeagent/agent/sockopt"
 )
 
 // inNetns runs fn on a thread in ns (or here when ns is not open). Sockets
@@ -44,19 +45,6 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-// reusePort lets a new agent process bind the same addresses while the old
-// one still serves: the zero-downtime restart.
-func reusePort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		if serr == nil {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		}
-	})
-	return errors.Join(err, serr)
-}
-
 // udpRcvBuf absorbs bursts (hundreds of executors starting at once).
 const udpRcvBuf = 4 << 20
 
@@ -69,7 +57,7 @@ type listeners struct {
 func listen(ns netns.NsHandle, addrs []netip.Addr, port int) (*listeners, error) {
 	ls := &listeners{}
 	err := inNetns(ns, func() error {
-		lc := net.ListenConfig{Control: reusePort}
+		lc := net.ListenConfig{Control: sockopt.ReusePort}
 		for _, a := range addrs {
 			ap := netip.AddrPortFrom(a, uint16(port)).String()
 			pc, err := lc.ListenPacket(context.Background(), "udp", ap)
