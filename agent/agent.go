@@ -266,7 +266,7 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 		a.log.Error("config rejected; the last good config stays in force", "config", a.opts.ConfigPath, "hash", old.Hash, "err", err)
 		if k := a.opts.Kube; k != nil && old.Agent.Events.Enabled {
 			k.Event(corev1.EventTypeWarning, "ConfigRejected", "Reload",
-				"config %s rejected, keeping %s: %s", a.opts.ConfigPath, old.Hash, truncate(err.Error(), 800))
+				"config %s rejected, keeping %s: %s", a.opts.ConfigPath, old.Hash, err)
 		}
 		return
 	}
@@ -301,13 +301,6 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 	if k := a.opts.Kube; k != nil && fc.Agent.Events.Enabled {
 		k.Event(corev1.EventTypeNormal, "ConfigReloaded", "Reload", "config %s applied; restarted %v", fc.Hash, changed)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // nopRegisterer is handed to disable hooks, which record no metrics.

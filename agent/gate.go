@@ -70,7 +70,7 @@ func (a *Agent) syncNode(ctx context.Context, ready bool, blocking []string) {
 	if !ready && reason != a.gate.blocking {
 		a.log.Warn("node not ready: gating features are not ready", "blocking", blocking, "tainted", !a.gate.released)
 		if events {
-			k.Event(corev1.EventTypeWarning, "FeaturesNotReady", "ReadinessGate", "%s", truncate(reason, 800))
+			k.Event(corev1.EventTypeWarning, "FeaturesNotReady", "ReadinessGate", "%s", reason)
 		}
 	}
 	a.gate.blocking = reason
