@@ -178,6 +178,29 @@ func TestCacheSemantics(t *testing.T) {
 				t.Fatalf("uncached name with upstream down: got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 			}
 		}},
+		{"slow upstream: stale answer after staleWait, fresh once it answers (RFC 8767 client response timer)", func(c *Config) {
+			c.Upstream.Timeout = 3 * time.Second
+			c.Cache.StaleWait = 200 * time.Millisecond
+		}, func(t *testing.T, srv string, up *authServer) {
+			up.set(func(a *authServer) { a.ttl["slow.example."] = 1 })
+			ask(t, srv, "slow.example.", dns.TypeA)
+			up.set(func(a *authServer) { a.delay = time.Second; a.ttl["slow.example."] = 7 })
+			time.Sleep(1100 * time.Millisecond)
+			start := time.Now()
+			r := ask(t, srv, "slow.example.", dns.TypeA)
+			if took := time.Since(start); took < 150*time.Millisecond || took > 800*time.Millisecond {
+				t.Errorf("stale answer after %s, want about staleWait (200ms), well before the upstream's 1s", took)
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 30 {
+				t.Fatalf("want the stale answer with TTL 30, got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+			}
+			// The upstream query went on; its answer replaces the stale one.
+			time.Sleep(1200 * time.Millisecond)
+			r = ask(t, srv, "slow.example.", dns.TypeA)
+			if n := up.count("slow.example."); n != 2 || len(r.Answer) != 1 || r.Answer[0].Header().Ttl > 7 {
+				t.Fatalf("upstream asked %d times (want 2); answer %v, want the fresh one with TTL <= 7", n, r.Answer)
+			}
+		}},
 		{"no serve-stale when staleTTL is 0", func(c *Config) { c.Cache.StaleTTL = 0 }, func(t *testing.T, srv string, up *authServer) {
 			up.set(func(a *authServer) { a.ttl["nostale.example."] = 1 })
 			ask(t, srv, "nostale.example.", dns.TypeA)

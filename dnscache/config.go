@@ -90,8 +90,13 @@ type CacheConfig struct {
 	// every upstream fails (RFC 8767); 0 disables serve-stale.
 	StaleTTL time.Duration `yaml:"staleTTL"`
 	// StaleAnswerTTL is the TTL put on stale answers (RFC 8767 recommends 30s).
-	StaleAnswerTTL time.Duration  `yaml:"staleAnswerTTL"`
-	Prefetch       PrefetchConfig `yaml:"prefetch"`
+	StaleAnswerTTL time.Duration `yaml:"staleAnswerTTL"`
+	// StaleWait is how long a client waits for the upstreams when an expired
+	// entry could answer it (RFC 8767's client response timer, 1.8s): then
+	// it gets the stale answer while the upstream query goes on. 0 waits for
+	// the upstreams to answer or fail.
+	StaleWait time.Duration  `yaml:"staleWait"`
+	Prefetch  PrefetchConfig `yaml:"prefetch"`
 }
 
 // PrefetchConfig refreshes popular entries before they expire.
@@ -175,6 +180,7 @@ func DefaultConfig() *Config {
 			ServfailTTL:    time.Second,
 			StaleTTL:       time.Hour,
 			StaleAnswerTTL: 30 * time.Second,
+			StaleWait:      1800 * time.Millisecond,
 			Prefetch:       PrefetchConfig{Enabled: true, MinHits: 2, Percent: 10},
 		},
 		ClusterDNS: ClusterDNSConfig{
@@ -268,6 +274,9 @@ func (c *Config) Validate() error {
 		} else if d.v%time.Second != 0 {
 			errs.Addf(d.key, "must be whole seconds (DNS TTLs are), got %s", d.v)
 		}
+	}
+	if cc.StaleWait < 0 {
+		errs.Addf("cache.staleWait", "must be >= 0s, got %s", cc.StaleWait)
 	}
 	if cc.MinTTL > cc.SuccessTTL {
 		errs.Addf("cache.minTTL", "must be <= cache.successTTL (%s), got %s", cc.SuccessTTL, cc.MinTTL)

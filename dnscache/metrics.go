@@ -92,7 +92,7 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 			"Packets not answered: not a query, or the server was overloaded.")), []string{labelReason}),
 		hits:       prometheus.NewCounter(prometheus.CounterOpts(opts("cache_hits_total", "Queries answered from a fresh cache entry."))),
 		misses:     prometheus.NewCounter(prometheus.CounterOpts(opts("cache_misses_total", "Queries that needed an upstream (no entry, or an expired one)."))),
-		stale:      prometheus.NewCounter(prometheus.CounterOpts(opts("cache_stale_answers_total", "Expired entries served because every upstream failed (RFC 8767)."))),
+		stale:      prometheus.NewCounter(prometheus.CounterOpts(opts("cache_stale_answers_total", "Expired entries served because the upstreams failed or were slower than cache.staleWait (RFC 8767)."))),
 		prefetches: prometheus.NewCounter(prometheus.CounterOpts(opts("cache_prefetches_total", "Popular entries refreshed before expiry."))),
 		coalesced:  prometheus.NewCounter(prometheus.CounterOpts(opts("cache_coalesced_total", "Misses that joined an identical upstream query already in flight."))),
 		evictions: prometheus.NewCounterFunc(prometheus.CounterOpts(opts("cache_evictions_total", "Entries evicted to stay within the entry and byte bounds.")),

@@ -136,12 +136,10 @@ const missWorkers = 64
 var errOverload = errors.New("too many upstream queries in flight")
 
 // resolve answers a miss: one upstream query per key however many clients
-// ask at once, stale data when every upstream fails.
+// ask at once, stale data when every upstream fails or is too slow.
 func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
 	s.m.misses.Inc()
-	res, err, shared := s.sf.Do(string(q.key), func() (any, error) {
-		return s.fetch(q.key)
-	})
+	res, err, shared := s.do(q.key)
 	if shared {
 		s.m.coalesced.Inc()
 	}
@@ -155,6 +153,38 @@ func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
 		s.m.stale.Inc()
 	}
 	return s.write(out, f.e, req, q, proto, now, f.stale)
+}
+
+// do runs one fetch of key for however many callers ask at once. When an
+// expired entry is at hand and the upstreams take longer than
+// cache.staleWait, it answers from that entry and lets the fetch finish in
+// the background (RFC 8767's client response timer): the fetch's answer
+// replaces the stale one in the cache.
+func (s *server) do(key []byte) (any, error, bool) {
+	k := string(key)
+	fetch := func() (any, error) { return s.fetch([]byte(k)) }
+	wait := s.cfg.Cache.StaleWait
+	if wait <= 0 || s.policy.stale <= 0 {
+		return s.sf.Do(k, fetch)
+	}
+	now := time.Now().UnixNano()
+	old := s.st.get(key, now)
+	if old == nil || !old.good || now < old.expire {
+		return s.sf.Do(k, fetch)
+	}
+	ch := make(chan singleflight.Result, 1)
+	s.bg.Go(func() {
+		v, err, shared := s.sf.Do(k, fetch)
+		ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+	})
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.Val, r.Err, r.Shared
+	case <-t.C:
+		return s.serveStale(old, time.Now().UnixNano()), nil, false
+	}
 }
 
 type fetched struct {
