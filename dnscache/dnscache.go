@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -42,8 +43,9 @@ type Cache struct {
 	// works in its own (the host's) namespace.
 	ns netns.NsHandle
 
-	mu    sync.Mutex
-	ready error
+	mu      sync.Mutex
+	serving error // nil while serving on every address
+	upErr   error // the last upstream lookup's failure
 }
 
 var (
@@ -72,32 +74,56 @@ func New(cfg *Config, deps agent.Deps) (*Cache, error) {
 	}
 	return &Cache{
 		cfg: cfg, deps: deps, log: log, m: m, st: st, r: newRouter(zones),
-		addrs: cfg.servedAddrs(), ns: netns.None(), ready: errNotReady,
+		addrs: cfg.servedAddrs(), ns: netns.None(), serving: errNotReady,
 	}, nil
 }
 
 // Name implements agent.Feature.
 func (c *Cache) Name() string { return Name }
 
-// Ready returns nil while the cache is serving on every address.
+// Ready returns nil while the cache is serving on every address and every
+// zone has upstreams; otherwise it says what is missing.
 func (c *Cache) Ready() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ready
+	if err := c.servingErr(); err != nil {
+		return err
+	}
+	return c.missingUpstreams()
 }
 
-func (c *Cache) setReady(err error) {
+func (c *Cache) servingErr() error {
 	c.mu.Lock()
-	c.ready = err
+	defer c.mu.Unlock()
+	return c.serving
+}
+
+func (c *Cache) setServing(err error) {
+	c.mu.Lock()
+	c.serving = err
 	c.mu.Unlock()
+}
+
+// missingUpstreams names the first zone without upstreams, and why.
+func (c *Cache) missingUpstreams() error {
+	for _, z := range c.r.zones {
+		if len(z.upstreams()) == 0 {
+			c.mu.Lock()
+			why := c.upErr
+			c.mu.Unlock()
+			if why == nil {
+				why = errNoUpstream
+			}
+			return fmt.Errorf("dnscache: zone %s has no upstream: %w", z.name, why)
+		}
+	}
+	return nil
 }
 
 // Run ensures the interface and rules, serves until ctx is done, then stops
 // serving gracefully, leaving the interface and rules in place for the next
 // process. It returns after every goroutine it started has exited.
 func (c *Cache) Run(ctx context.Context) error {
-	c.setReady(errNotReady)
-	defer c.setReady(errStopped)
+	c.setServing(errNotReady)
+	defer c.setServing(errStopped)
 
 	if err := c.ensure(ctx); err != nil {
 		var se *setupError
@@ -108,9 +134,15 @@ func (c *Cache) Run(ctx context.Context) error {
 		// and retry on the next reconcile.
 	}
 	if err := c.updateUpstreams(ctx); err != nil {
-		// Serve anyway: the zones with upstreams answer, the others SERVFAIL
-		// until a reconcile resolves their upstreams.
-		c.log.Warn("upstream lookup failed; serving the zones that have upstreams", "err", err)
+		if c.missingUpstreams() != nil && c.othersServing() {
+			if !c.waitUpstreams(ctx) {
+				return nil
+			}
+		} else {
+			// Serve anyway: the zones with upstreams answer, the others
+			// SERVFAIL until a reconcile resolves their upstreams.
+			c.log.Warn("upstream lookup failed; serving the zones that have upstreams", "err", err)
+		}
 	}
 	ls, err := listen(c.ns, c.addrs, c.cfg.Port)
 	if err != nil {
@@ -161,10 +193,10 @@ func (c *Cache) Run(ctx context.Context) error {
 	loops.Go(func() { c.reconcileLoop(loopCtx) })
 	loops.Go(func() { c.healthLoop(loopCtx) })
 
-	c.setReady(nil)
+	c.setServing(nil)
 	c.log.Info("serving", "addresses", c.cfg.Addresses, "port", c.cfg.Port)
 	<-ctx.Done()
-	c.setReady(errStopped)
+	c.setServing(errStopped)
 
 	// Stop in order: UDP readers detach and drain, TCP stops accepting and
 	// finishes its connections, answers in flight complete (within
@@ -193,6 +225,57 @@ func (c *Cache) Run(ctx context.Context) error {
 	}
 	c.log.Info("stopped serving; interface and rules left in place")
 	return nil
+}
+
+// joinRetry is how often a process waiting to join retries its upstreams.
+const joinRetry = time.Second
+
+// waitUpstreams holds back a process that would join another one already
+// serving (a rolling update) while some zone has no upstreams: taking a
+// share of the queries then would SERVFAIL that zone's names, which the old
+// process still answers. It returns true once every zone has upstreams or
+// nobody else answers any more (serve what there is), false when ctx ends.
+func (c *Cache) waitUpstreams(ctx context.Context) bool {
+	c.log.Warn("another process is serving and a zone has no upstream; waiting before joining it", "err", c.missingUpstreams())
+	t := time.NewTicker(joinRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if c.updateUpstreams(ctx) == nil || c.missingUpstreams() == nil {
+			c.log.Info("upstreams found; joining")
+			return true
+		}
+		if !c.othersServing() {
+			c.log.Warn("the other process stopped answering; serving the zones that have upstreams", "err", c.missingUpstreams())
+			return true
+		}
+	}
+}
+
+// othersServing reports whether something already answers DNS on the first
+// served address: the process this one replaces. It asks for type ANY,
+// which the cache answers itself (RFC 8482), so a slow upstream does not
+// hide a live process.
+func (c *Cache) othersServing() bool {
+	ap := netip.AddrPortFrom(c.addrs[0], uint16(c.cfg.Port)).String()
+	var conn net.Conn
+	if inNetns(c.ns, func() (err error) { conn, err = net.Dial("udp", ap); return err }) != nil {
+		return false
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(".", dns.TypeANY)
+	dc := &dns.Conn{Conn: conn}
+	conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if dc.WriteMsg(m) != nil {
+		return false
+	}
+	r, err := dc.ReadMsg()
+	return err == nil && r.Id == m.Id
 }
 
 // ensure makes the interface, addresses and firewall rules exist.
@@ -406,7 +489,11 @@ func (c *Cache) updateUpstreams(ctx context.Context) error {
 	for _, z := range c.cfg.Zones {
 		c.setUpstreams(z.Name, mustUpstreams(z.Addresses), z.Protocol)
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	c.mu.Lock()
+	c.upErr = err
+	c.mu.Unlock()
+	return err
 }
 
 func (c *Cache) clusterUpstreams(ctx context.Context) ([]netip.AddrPort, error) {

@@ -236,14 +236,14 @@ func startCache(t *testing.T, cfg *Config, setup ...func(*Cache)) (*Cache, *prom
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ready() != nil {
+	for c.servingErr() != nil {
 		select {
 		case err := <-errc:
 			t.Fatalf("Run returned early: %v", err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v", c.Ready())
+			t.Fatalf("not serving: %v", c.servingErr())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

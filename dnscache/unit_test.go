@@ -254,12 +254,11 @@ func TestTTLPolicy(t *testing.T) {
 	}
 }
 
-// TestRunServesWithoutUpstreams: when the cluster DNS Service cannot be read
-// at start, the cache still serves (the other zones answer, the cluster zone
-// SERVFAILs), counts the failure, and picks the Service up on a reconcile.
-func TestRunServesWithoutUpstreams(t *testing.T) {
-	t.Parallel()
-	up := newAuthServer(t)
+// serviceAPI is a Kubernetes API stand-in serving the cluster DNS Service
+// (ClusterIP 127.0.0.1, up's port) once the returned switch is on; until
+// then every request fails.
+func serviceAPI(t *testing.T, up *authServer) (*kube.Client, *atomic.Bool) {
+	t.Helper()
 	upPort, err := strconv.Atoi(up.addr[strings.LastIndex(up.addr, ":")+1:])
 	if err != nil {
 		t.Fatal(err)
@@ -279,11 +278,22 @@ func TestRunServesWithoutUpstreams(t *testing.T) {
 			}},
 		})
 	}))
-	defer api.Close()
+	t.Cleanup(api.Close)
 	kc, err := kube.New(&rest.Config{Host: api.URL}, "node", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kc, &apiUp
+}
+
+// TestRunServesWithoutUpstreams: when the cluster DNS Service cannot be read
+// at start, the cache still serves (the other zones answer, the cluster zone
+// SERVFAILs) but is not Ready, saying why; it counts the failure and picks
+// the Service up on a reconcile.
+func TestRunServesWithoutUpstreams(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	kc, apiUp := serviceAPI(t, up)
 	cfg := testConfig(t, up.addr)
 	cfg.ClusterDNS.Addresses = nil
 	cfg.ReconcileInterval = time.Second
@@ -296,6 +306,9 @@ func TestRunServesWithoutUpstreams(t *testing.T) {
 	if r := ask(t, srv, "a.svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
 		t.Fatalf("cluster zone without upstreams: got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
+	if err := c.Ready(); err == nil || !strings.Contains(err.Error(), "zone cluster.local. has no upstream") || !strings.Contains(err.Error(), "kube-dns-upstream") {
+		t.Errorf("Ready() = %v, want the cluster zone without upstream and the Service's error", err)
+	}
 	if v := testutil.ToFloat64(c.m.setupErrors.WithLabelValues(reasonService)); v < 1 {
 		t.Fatalf("setup errors (service) = %v, want >= 1", v)
 	}
@@ -305,6 +318,68 @@ func TestRunServesWithoutUpstreams(t *testing.T) {
 		i++
 		return ask(t, srv, "b"+strconv.Itoa(i)+".svc.cluster.local.", dns.TypeA).Rcode == dns.RcodeSuccess
 	})
+	if err := c.Ready(); err != nil {
+		t.Errorf("Ready() = %v once every zone has upstreams", err)
+	}
+}
+
+// TestJoinWaitsForUpstreams: a process starting while another one serves
+// its address (a rolling update) does not take a share of the queries
+// before its cluster zone has upstreams, so no cluster name SERVFAILs; it
+// joins once the Service is read, or once the other process stops.
+func TestJoinWaitsForUpstreams(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"service found", "old process gone"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			up := newAuthServer(t)
+			kc, apiUp := serviceAPI(t, up)
+			oldCfg := testConfig(t, up.addr)
+			old, err := New(oldCfg, depsNoLog(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldCtx, stopOld := context.WithCancel(context.Background())
+			oldDone := make(chan error, 1)
+			go func() { oldDone <- old.Run(oldCtx) }()
+			defer func() { stopOld(); <-oldDone }()
+			eventually(t, 10*time.Second, "the old process to serve", func() bool { return old.Ready() == nil })
+
+			cfg := testConfig(t, up.addr)
+			cfg.Port = oldCfg.Port
+			cfg.ClusterDNS.Addresses = nil
+			c, _ := New(cfg, depsNoLog(t))
+			c.deps.Kube = kc
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+
+			srv := addr(cfg)
+			deadline := time.Now().Add(2 * joinRetry)
+			for i := 0; time.Now().Before(deadline); i++ {
+				if r := ask(t, srv, "w"+strconv.Itoa(i)+".svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+					t.Fatalf("query %d while the new process waits: %s, want every one answered by the old process", i, dns.RcodeToString[r.Rcode])
+				}
+			}
+			if err := c.servingErr(); err == nil {
+				t.Fatal("the new process serves without a cluster upstream while the old one serves")
+			}
+			if how == "service found" {
+				apiUp.Store(true)
+				eventually(t, 5*time.Second, "the new process to join", func() bool { return c.Ready() == nil })
+			} else {
+				stopOld()
+				eventually(t, 5*time.Second, "the new process to serve alone", func() bool { return c.servingErr() == nil })
+				if r := ask(t, srv, "www.example.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+					t.Fatalf("node zone after the old process stopped: %s", dns.RcodeToString[r.Rcode])
+				}
+				if c.Ready() == nil {
+					t.Fatal("Ready() = nil with no cluster upstream")
+				}
+			}
+		})
+	}
 }
 
 func depsNoLog(t *testing.T) agent.Deps {
