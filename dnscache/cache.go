@@ -36,7 +36,9 @@ type entry struct {
 	extended    bool // a stale entry made fresh for staleAnswerTTL (see extend)
 	prefetching atomic.Bool
 
+	// The shard's lock guards the list links and the segment.
 	prev, next *entry
+	protected  bool
 }
 
 func (e *entry) size() int {
@@ -69,11 +71,21 @@ func (e *entry) remaining(now int64) uint32 {
 
 const nShards = 16
 
-// store is a sharded LRU bounded by entries and bytes.
+// protectedShare is the part of a shard's entries the protected segment may
+// hold (percent).
+const protectedShare = 80
+
+// store is a sharded, segmented LRU (SLRU) bounded by entries and bytes. A
+// new entry starts in the probationary segment and moves to the protected
+// one when it is asked for again; eviction takes the probationary segment's
+// least recently used first. So a burst of names asked once (a crawler, an
+// ndots:5 search list gone wrong, a miss flood) churns the probationary
+// segment and leaves the entries that clients keep asking for in place.
 type store struct {
 	seed     maphash.Seed
 	shards   [nShards]shard
 	maxN     int
+	maxProt  int
 	maxBytes int
 
 	entries, bytes atomic.Int64
@@ -81,19 +93,22 @@ type store struct {
 }
 
 type shard struct {
-	mu    sync.Mutex
-	m     map[string]*entry
-	head  entry // sentinel: head.next is most recent
-	n     int
-	bytes int
+	mu sync.Mutex
+	m  map[string]*entry
+	// Sentinels of the two segments' lists: head.next is the most recent.
+	prob, prot entry
+	n, protN   int
+	bytes      int
 }
 
 func newStore(maxEntries, maxBytes int) *store {
-	s := &store{seed: maphash.MakeSeed(), maxN: max(maxEntries/nShards, 1), maxBytes: max(maxBytes/nShards, 4096)}
+	maxN := max(maxEntries/nShards, 1)
+	s := &store{seed: maphash.MakeSeed(), maxN: maxN, maxProt: maxN * protectedShare / 100, maxBytes: max(maxBytes/nShards, 4096)}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.m = make(map[string]*entry)
-		sh.head.next, sh.head.prev = &sh.head, &sh.head
+		sh.prob.next, sh.prob.prev = &sh.prob, &sh.prob
+		sh.prot.next, sh.prot.prev = &sh.prot, &sh.prot
 	}
 	return s
 }
@@ -102,8 +117,21 @@ func (s *store) shard(key []byte) *shard {
 	return &s.shards[maphash.Bytes(s.seed, key)%nShards]
 }
 
-// get returns the entry for key, fresh or stale, or nil. Entries past their
-// stale window are dropped.
+// pushFront links e at the front of the list headed by head.
+func pushFront(head, e *entry) {
+	e.next, e.prev = head.next, head
+	head.next.prev = e
+	head.next = e
+}
+
+func detach(e *entry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+}
+
+// get returns the entry for key, fresh or stale, or nil, and marks it used:
+// an entry asked for again is protected. Entries past their stale window
+// are dropped.
 func (s *store) get(key []byte, now int64) *entry {
 	sh := s.shard(key)
 	sh.mu.Lock()
@@ -112,40 +140,69 @@ func (s *store) get(key []byte, now int64) *entry {
 		if now >= e.stale {
 			s.unlink(sh, e)
 			e = nil
-		} else if sh.head.next != e {
-			e.prev.next, e.next.prev = e.next, e.prev
-			e.next, e.prev = sh.head.next, &sh.head
-			sh.head.next.prev = e
-			sh.head.next = e
+		} else if sh.prot.next != e {
+			detach(e)
+			if !e.protected {
+				e.protected = true
+				sh.protN++
+			}
+			pushFront(&sh.prot, e)
+			s.demote(sh)
 		}
 	}
 	sh.mu.Unlock()
 	return e
 }
 
+// demote moves the protected segment's least recently used entries back to
+// probation while the segment is over its share.
+func (s *store) demote(sh *shard) {
+	for sh.protN > s.maxProt && sh.prot.prev != &sh.prot {
+		e := sh.prot.prev
+		detach(e)
+		e.protected = false
+		sh.protN--
+		pushFront(&sh.prob, e)
+	}
+}
+
 // put stores e unless it is a failure and a good entry (fresh or stale) is
-// already there. It reports whether e was stored.
+// already there. It reports whether e was stored. An entry replacing one
+// keeps its segment.
 func (s *store) put(e *entry, now int64) bool {
 	sh := s.shard([]byte(e.key))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	protected := false
 	if old := sh.m[e.key]; old != nil {
 		if !e.good && old.good && now < old.stale {
 			return false
 		}
+		protected = old.protected
 		s.unlink(sh, old)
 	}
 	sh.m[e.key] = e
-	e.next, e.prev = sh.head.next, &sh.head
-	sh.head.next.prev = e
-	sh.head.next = e
+	if protected {
+		e.protected = true
+		sh.protN++
+		pushFront(&sh.prot, e)
+	} else {
+		pushFront(&sh.prob, e)
+	}
 	sz := e.size()
 	sh.n++
 	sh.bytes += sz
 	s.entries.Add(1)
 	s.bytes.Add(int64(sz))
-	for (sh.n > s.maxN || sh.bytes > s.maxBytes) && sh.head.prev != e {
-		s.unlink(sh, sh.head.prev)
+	for sh.n > s.maxN || sh.bytes > s.maxBytes {
+		victim := sh.prob.prev
+		if victim == &sh.prob || victim == e {
+			victim = sh.prot.prev
+		}
+		if victim == &sh.prot || victim == e {
+			break
+		}
+		s.unlink(sh, victim)
 		s.evictions.Add(1)
 	}
 	return true
@@ -153,8 +210,10 @@ func (s *store) put(e *entry, now int64) bool {
 
 func (s *store) unlink(sh *shard, e *entry) {
 	delete(sh.m, e.key)
-	e.prev.next, e.next.prev = e.next, e.prev
-	e.prev, e.next = nil, nil
+	detach(e)
+	if e.protected {
+		sh.protN--
+	}
 	sz := e.size()
 	sh.n--
 	sh.bytes -= sz

@@ -190,6 +190,35 @@ func TestStoreBounds(t *testing.T) {
 			t.Fatal("a hot entry was evicted")
 		}
 	})
+	t.Run("a flood of names asked once leaves the entries asked again", func(t *testing.T) {
+		st := newStore(nShards*64, 1<<30)
+		put := func(name string) {
+			e, _ := newEntry(keyFor(t, name), answerFor(name, 60), time.Minute, true, time.Hour, now)
+			st.put(e, now)
+		}
+		for i := range 64 {
+			put("hot" + fmtUint(uint32(i)) + ".example.")
+			st.get(keyFor(t, "hot"+fmtUint(uint32(i))+".example."), now)
+		}
+		for i := range 50000 {
+			put("once" + fmtUint(uint32(i)) + ".example.")
+		}
+		for i := range 64 {
+			if st.get(keyFor(t, "hot"+fmtUint(uint32(i))+".example."), now) == nil {
+				t.Fatalf("hot%d was evicted by names asked once", i)
+			}
+		}
+		// A refreshed entry (prefetch, stale extension) stays protected.
+		e, _ := newEntry(keyFor(t, "hot0.example."), answerFor("hot0.example.", 60), time.Minute, true, time.Hour, now)
+		st.put(e, now)
+		for i := range 50000 {
+			put("again" + fmtUint(uint32(i)) + ".example.")
+		}
+		if st.get(keyFor(t, "hot0.example."), now) != e {
+			t.Fatal("a refreshed hot entry lost its protection")
+		}
+		checkSegments(t, st)
+	})
 	t.Run("failure never replaces a good entry", func(t *testing.T) {
 		st := newStore(100, 1<<20)
 		k := keyFor(t, "g.example.")
@@ -218,6 +247,33 @@ func TestStoreBounds(t *testing.T) {
 			t.Fatal("entry kept past its stale window")
 		}
 	})
+}
+
+// checkSegments walks every shard's lists and checks them against the
+// counts and the map.
+func checkSegments(t *testing.T, st *store) {
+	t.Helper()
+	var total int64
+	for i := range st.shards {
+		sh := &st.shards[i]
+		walk := func(head *entry, protected bool) (n int) {
+			for e := head.next; e != head; e = e.next {
+				if e.protected != protected || sh.m[e.key] != e || e.next.prev != e {
+					t.Fatalf("shard %d: entry %q in the wrong list or badly linked", i, e.key)
+				}
+				n++
+			}
+			return n
+		}
+		prob, prot := walk(&sh.prob, false), walk(&sh.prot, true)
+		if prot != sh.protN || prob+prot != sh.n || sh.n != len(sh.m) || sh.n > st.maxN || sh.protN > st.maxProt {
+			t.Fatalf("shard %d: lists %d+%d, counts n=%d protN=%d map=%d, bounds %d/%d", i, prob, prot, sh.n, sh.protN, len(sh.m), st.maxN, st.maxProt)
+		}
+		total += int64(sh.n)
+	}
+	if total != st.entries.Load() {
+		t.Fatalf("entries gauge %d, lists hold %d", st.entries.Load(), total)
+	}
 }
 
 func TestTTLPolicy(t *testing.T) {

@@ -1,6 +1,8 @@
 // Command benchupstream is the benchmark's upstream: an authoritative server
 // that answers every A query with one record (TTL -ttl), over UDP and TCP,
 // so that cache misses (every name new) measure the cache, not a resolver.
+// A TXT query for queries.bench. answers how many other queries it has
+// answered, so the benchmark can tell how many went past a cache.
 package main
 
 import (
@@ -9,6 +11,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/miekg/dns"
@@ -19,10 +23,20 @@ func main() {
 	ttl := flag.Uint("ttl", 300, "TTL of every answer")
 	flag.Parse()
 
+	var answered atomic.Int64
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
+		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeTXT && r.Question[0].Name == "queries.bench." {
+			m.Answer = []dns.RR{&dns.TXT{
+				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET},
+				Txt: []string{strconv.FormatInt(answered.Load(), 10)},
+			}}
+			w.WriteMsg(m)
+			return
+		}
+		answered.Add(1)
 		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
 			m.Answer = []dns.RR{&dns.A{
 				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: uint32(*ttl)},
