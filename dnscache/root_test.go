@@ -429,3 +429,98 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 		t.Fatalf("%d of %d queries lost across the restart", lost.Load(), sent.Load())
 	}
 }
+
+// TestRootIPv6: an IPv6 address served beside the link-local IPv4 one, in
+// both firewall modes: the address is added without DAD (so it serves at
+// once), answers over UDP and TCP, gets its NOTRACK and accept rules, its
+// queries stay out of conntrack while a control address's are tracked, and
+// Teardown removes the rules.
+func TestRootIPv6(t *testing.T) {
+	const v6, ctrl6 = "fd00:53::10", "fd00:53::11"
+	for _, mode := range []string{FirewallNftables, FirewallIptables} {
+		t.Run(mode, func(t *testing.T) {
+			bins := []string{"nft", "conntrack"}
+			if mode == FirewallIptables {
+				bins = []string{"nft", "conntrack", "ip6tables", "ip6tables-save"}
+			}
+			needRoot(t, bins...)
+			ns := newTestNS(t)
+			up := newAuthServer(t)
+			cfg := rootConfig(t, up)
+			cfg.Addresses = []string{"169.254.20.10", v6}
+			cfg.Firewall.Mode = mode
+			deps, _ := testDeps(t)
+			deps.Exec = nsExec{ns.name}
+			stop := runInNS(t, cfg, deps, ns)
+
+			srv := "[" + v6 + "]:53"
+			for _, network := range []string{"udp", "tcp"} {
+				if r, err := ns.query(t, network, srv, "v6-"+network+".example."); err != nil || r.Rcode != dns.RcodeSuccess {
+					t.Fatalf("%s query to %s: %v %v", network, srv, err, r)
+				}
+			}
+			rules := func() string {
+				if mode == FirewallIptables {
+					return ns.mustRun(t, "ip6tables-save")
+				}
+				return ns.mustRun(t, "nft", "list", "table", "inet", cfg.Firewall.Table)
+			}
+			got := rules()
+			if mode == FirewallIptables {
+				if n := strings.Count(got, cfg.Firewall.Table); n != 10 || !strings.Contains(got, v6+"/128") || !strings.Contains(got, "NOTRACK") {
+					t.Fatalf("ip6tables: %d tagged rules for %s, want 10 with NOTRACK:\n%s", n, v6, got)
+				}
+			} else if strings.Count(got, v6) != 10 || !strings.Contains(got, "notrack") {
+				t.Fatalf("nftables: want 10 rules naming %s, NOTRACK among them:\n%s", v6, got)
+			}
+
+			// Conntrack: a control server on a second IPv6 address without rules.
+			ns.mustRun(t, "nft", "add table ip6 ctprobe; add chain ip6 ctprobe in { type filter hook input priority 0; }; add rule ip6 ctprobe in ct state new,established accept")
+			ns.mustRun(t, "ip", "addr", "add", ctrl6+"/128", "dev", cfg.InterfaceName, "nodad")
+			var ctrl *dns.Server
+			if err := inNetns(ns.handle, func() error {
+				pc, err := net.ListenPacket("udp", "["+ctrl6+"]:53")
+				ctrl = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			wg.Go(func() { ctrl.ActivateAndServe() })
+			defer func() { ctrl.Shutdown(); wg.Wait() }()
+			for i := range 3 {
+				for _, network := range []string{"udp", "tcp"} {
+					if _, err := ns.query(t, network, srv, fmt.Sprintf("ct6-%d.example.", i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6.example."); err != nil {
+				t.Fatal(err)
+			}
+			out := ns.mustRun(t, "conntrack", "-L", "-f", "ipv6")
+			if !strings.Contains(out, ctrl6) {
+				t.Fatalf("control flow not tracked, so the check proves nothing:\n%s", out)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, v6+" ") && strings.Contains(line, "port=53 ") {
+					t.Fatalf("conntrack has DNS entries for %s:\n%s", v6, out)
+				}
+			}
+
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+				t.Fatal(err)
+			}
+			if mode == FirewallIptables {
+				if got := rules(); strings.Contains(got, v6) {
+					t.Fatalf("Teardown left rules for %s:\n%s", v6, got)
+				}
+			} else if _, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table); err == nil {
+				t.Fatal("Teardown left the table")
+			}
+		})
+	}
+}

@@ -185,6 +185,7 @@ for kv in "ours:${ours}" "coredns:${theirs}"; do
 	s=${kv#*:}
 	perf "$s" -d "${popfile}" -n 2 >/dev/null
 	perf "$s" -d "${floodfile}" -n 1 -c 8 -q 200 >/dev/null
+	sleep 1 # the flood's last upstream queries land before the count
 	before=$(upstream_count)
 	perf "$s" -d "${popfile}" -n 1 >/dev/null
 	add "evicted_${who}" "$(($(upstream_count) - before))"
