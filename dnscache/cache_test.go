@@ -2,6 +2,7 @@ package dnscache
 
 import (
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,6 +264,51 @@ func TestCacheSemantics(t *testing.T) {
 			startCache(t, cfg)
 			tc.check(t, addr(cfg), up)
 		})
+	}
+}
+
+// TestPrefetchBurst: names cached together are due for prefetch together;
+// the refreshes run on a few workers (not a goroutine each, which would queue
+// hundreds of runnable goroutines ahead of the readers), and every one of
+// them still happens.
+func TestPrefetchBurst(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	cfg := testConfig(t, up.addr)
+	cfg.Node.Protocol = ProtoUDP // the upstream answers each UDP query on its own goroutine
+	cfg.ClusterDNS.Protocol = ProtoUDP
+	cfg.Cache.Prefetch.Percent = 60
+	startCache(t, cfg)
+	srv := addr(cfg)
+	const n = 200
+	name := func(i int) string { return "burst" + strconv.Itoa(i) + ".example." }
+	up.set(func(a *authServer) {
+		for i := range n {
+			a.ttl[name(i)] = 3
+		}
+	})
+	for i := range n {
+		ask(t, srv, name(i), dns.TypeA)
+		ask(t, srv, name(i), dns.TypeA)
+	}
+	up.set(func(a *authServer) { a.delay = 20 * time.Millisecond })
+	up.maxInflight.Store(0)
+	time.Sleep(2100 * time.Millisecond) // under 1s of 3 left: under 60%, every name due
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { ask(t, srv, name(i), dns.TypeA) })
+	}
+	wg.Wait()
+	eventually(t, 5*time.Second, "every name prefetched", func() bool {
+		for i := range n {
+			if up.count(name(i)) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if m := up.maxInflight.Load(); m > prefetchWorkers {
+		t.Fatalf("%d prefetches at once at the upstream, want at most %d", m, prefetchWorkers)
 	}
 }
 

@@ -157,6 +157,8 @@ func (c *Cache) Run(ctx context.Context) error {
 
 	var workers sync.WaitGroup
 	s.missWorkers(min(c.cfg.Upstream.MaxConcurrent, missWorkers), &workers)
+	stopPrefetch := make(chan struct{})
+	s.prefetchers(stopPrefetch, &workers)
 	stop := make(chan struct{})
 	var servers sync.WaitGroup
 	readers := max(runtime.GOMAXPROCS(0), 2)
@@ -209,6 +211,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	}
 	servers.Wait()
 	close(s.misses)
+	close(stopPrefetch)
 	done := make(chan struct{})
 	go func() { workers.Wait(); s.bg.Wait(); close(done) }()
 	select {
@@ -217,6 +220,7 @@ func (c *Cache) Run(ctx context.Context) error {
 		cancelBg()
 		<-done
 	}
+	s.dropPrefetches()
 	ls.close()
 	cancelLoops()
 	loops.Wait()

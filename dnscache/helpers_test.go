@@ -34,6 +34,8 @@ type authServer struct {
 	tcp     *dns.Server
 	queries atomic.Int64
 	tcpConn atomic.Int64
+	// inflight and maxInflight count queries inside their delay at once.
+	inflight, maxInflight atomic.Int64
 
 	mu       sync.Mutex
 	perName  map[string]int
@@ -130,7 +132,11 @@ func (a *authServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 	if silent {
 		return
 	}
+	n := a.inflight.Add(1)
+	for m := a.maxInflight.Load(); n > m && !a.maxInflight.CompareAndSwap(m, n); m = a.maxInflight.Load() {
+	}
 	time.Sleep(delay)
+	a.inflight.Add(-1)
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
