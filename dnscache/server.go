@@ -34,8 +34,8 @@ type server struct {
 func newServer(cfg *Config, st *store, r *router, m *metrics, log *slog.Logger) *server {
 	return &server{
 		cfg: cfg, st: st, r: r, m: m, log: log,
-		policy: ttlPolicy{}.fromConfig(cfg.Cache),
-		sem:    make(chan struct{}, cfg.Upstream.MaxConcurrent),
+		policy:     ttlPolicy{}.fromConfig(cfg.Cache),
+		sem:        make(chan struct{}, cfg.Upstream.MaxConcurrent),
 		misses:     make(chan missJob, missQueue),
 		prefetches: make(chan *entry, prefetchQueue),
 		bgCtx:      context.Background(),
