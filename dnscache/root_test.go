@@ -140,6 +140,23 @@ func (n *testNS) dial(t *testing.T, network, address string) net.Conn {
 	return c
 }
 
+// serveUDP serves up's zone on address inside the namespace (a control
+// server without NOTRACK rules) until the returned stop is called.
+func (n *testNS) serveUDP(t *testing.T, address string, up *authServer) (stop func()) {
+	t.Helper()
+	var srv *dns.Server
+	if err := inNetns(n.handle, func() error {
+		pc, err := net.ListenPacket("udp", address)
+		srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.ActivateAndServe() })
+	return func() { srv.Shutdown(); wg.Wait() }
+}
+
 // query asks address (inside the namespace) for name over network.
 func (n *testNS) query(t *testing.T, network, address, name string) (*dns.Msg, error) {
 	t.Helper()
@@ -225,18 +242,7 @@ func TestRootInterfaceAndRules(t *testing.T) {
 		ns.mustRun(t, "nft", "add table ip ctprobe; add chain ip ctprobe in { type filter hook input priority 0; }; add rule ip ctprobe in ct state new,established accept")
 		// A control server on a second address without NOTRACK.
 		ns.mustRun(t, "ip", "addr", "add", "169.254.20.11/32", "dev", cfg.InterfaceName)
-		var ctrl *dns.Server
-		err := inNetns(ns.handle, func() error {
-			pc, err := net.ListenPacket("udp", "169.254.20.11:53")
-			ctrl = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		wg.Go(func() { ctrl.ActivateAndServe() })
-		defer func() { ctrl.Shutdown(); wg.Wait() }()
+		defer ns.serveUDP(t, "169.254.20.11:53", up)()
 		for i := range 5 {
 			for _, network := range []string{"udp", "tcp"} {
 				if _, err := ns.query(t, network, srv, fmt.Sprintf("ct%d.example.", i)); err != nil {
@@ -477,17 +483,7 @@ func TestRootIPv6(t *testing.T) {
 			// Conntrack: a control server on a second IPv6 address without rules.
 			ns.mustRun(t, "nft", "add table ip6 ctprobe; add chain ip6 ctprobe in { type filter hook input priority 0; }; add rule ip6 ctprobe in ct state new,established accept")
 			ns.mustRun(t, "ip", "addr", "add", ctrl6+"/128", "dev", cfg.InterfaceName, "nodad")
-			var ctrl *dns.Server
-			if err := inNetns(ns.handle, func() error {
-				pc, err := net.ListenPacket("udp", "["+ctrl6+"]:53")
-				ctrl = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			wg.Go(func() { ctrl.ActivateAndServe() })
-			defer func() { ctrl.Shutdown(); wg.Wait() }()
+			defer ns.serveUDP(t, "["+ctrl6+"]:53", up)()
 			for i := range 3 {
 				for _, network := range []string{"udp", "tcp"} {
 					if _, err := ns.query(t, network, srv, fmt.Sprintf("ct6-%d.example.", i)); err != nil {

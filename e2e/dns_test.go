@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/nodeagent/nodeagent/e2e/cluster"
@@ -205,6 +208,8 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	}
 	_ = c.Client.CoreV1().Pods("default").Delete(ctx, "dnsquery", metav1.DeleteOptions{})
 
+	testDNSRollingUpdate(ctx, t, c)
+
 	// Disabling the feature tears its host state down.
 	updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "dnscache", dnsConfig(up.addr, false)) })
 	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -227,5 +232,101 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 			}
 		}
 		t.Errorf("nodeagent_node_ready is not 1 a minute after dnscache was disabled:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// testDNSRollingUpdate restarts the agent DaemonSet the way an upgrade does
+// (maxSurge 1: the new pod starts next to the old one, which then gets
+// SIGTERM) under a steady load of queries to the agent's address, and
+// checks that none was lost: the interface and rules stay, the two
+// processes share the sockets (SO_REUSEPORT), the old one drains.
+func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	old := agentPod(ctx, t, c)
+	var sent, lost atomic.Int64
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for i := range 8 {
+		conn, err := net.Dial("udp", net.JoinHostPort(cluster.NodeLocalDNS, "53"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc := &dns.Conn{Conn: conn}
+		load.Go(func() {
+			defer conn.Close()
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf("r%d-%d.%s", i, j%20, testZone), dns.TypeA)
+				conn.SetDeadline(time.Now().Add(2 * time.Second))
+				sent.Add(1)
+				if dc.WriteMsg(m) != nil {
+					lost.Add(1)
+					continue
+				}
+				if r, err := dc.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+					lost.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		load.Wait()
+	}()
+	time.Sleep(2 * time.Second)
+	if lost.Load() > 0 {
+		t.Fatalf("%d of %d queries lost before the rollout", lost.Load(), sent.Load())
+	}
+
+	start := time.Now()
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"e2e.nodeagent.io/restartedAt":%q}}}}}`, start.Format(time.RFC3339Nano))
+	if _, err := c.Client.AppsV1().DaemonSets(agentNamespace).Patch(ctx, agentName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var overlap bool
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Client.CoreV1().Pods(agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=nodeagent"})
+		if err != nil {
+			return false, nil
+		}
+		var oldThere, newReady bool
+		for _, p := range pods.Items {
+			if p.UID == old.UID {
+				oldThere = true
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					newReady = true
+				}
+			}
+		}
+		overlap = overlap || (oldThere && newReady)
+		return !oldThere && newReady, nil
+	})
+	if err != nil {
+		log, _ := agentLog(c)
+		t.Fatalf("rollout did not finish: %v\n%s", err, lastBytes(log, 4000))
+	}
+	rollout := time.Since(start)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	load.Wait()
+	t.Logf("rolling update in %s (new pod ready while the old one ran: %v): %d queries, %d lost",
+		rollout.Round(time.Millisecond), overlap, sent.Load(), lost.Load())
+	if !overlap {
+		t.Errorf("the new agent pod was never ready next to the old one: not a surge rollout")
+	}
+	if lost.Load() > 0 {
+		t.Errorf("%d of %d queries lost across the rolling update", lost.Load(), sent.Load())
 	}
 }
