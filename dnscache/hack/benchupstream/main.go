@@ -2,7 +2,9 @@
 // that answers every A query with one record (TTL -ttl), over UDP and TCP,
 // so that cache misses (every name new) measure the cache, not a resolver.
 // A TXT query for queries.bench. answers how many other queries it has
-// answered, so the benchmark can tell how many went past a cache.
+// answered, and one for PREFIX.queries.bench. how many of those were for
+// names whose first label is PREFIX followed by digits (pop17.bench...), so
+// the benchmark can tell how many went past a cache.
 package main
 
 import (
@@ -12,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -24,19 +28,38 @@ func main() {
 	flag.Parse()
 
 	var answered atomic.Int64
+	var byPrefix sync.Map // prefix -> *atomic.Int64
+	count := func(prefix string) *atomic.Int64 {
+		if c, ok := byPrefix.Load(prefix); ok {
+			return c.(*atomic.Int64)
+		}
+		c, _ := byPrefix.LoadOrStore(prefix, new(atomic.Int64))
+		return c.(*atomic.Int64)
+	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
-		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeTXT && r.Question[0].Name == "queries.bench." {
+		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeTXT && strings.HasSuffix(r.Question[0].Name, "queries.bench.") {
+			n := answered.Load()
+			if p, ok := strings.CutSuffix(r.Question[0].Name, ".queries.bench."); ok {
+				n = count(p).Load()
+			}
 			m.Answer = []dns.RR{&dns.TXT{
 				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET},
-				Txt: []string{strconv.FormatInt(answered.Load(), 10)},
+				Txt: []string{strconv.FormatInt(n, 10)},
 			}}
 			w.WriteMsg(m)
 			return
 		}
 		answered.Add(1)
+		if len(r.Question) == 1 {
+			label := r.Question[0].Name
+			if i := strings.IndexByte(label, '.'); i >= 0 {
+				label = label[:i]
+			}
+			count(strings.TrimRight(label, "0123456789")).Add(1)
+		}
 		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
 			m.Answer = []dns.RR{&dns.A{
 				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: uint32(*ttl)},
