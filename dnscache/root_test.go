@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,37 +61,18 @@ type testNS struct {
 func newTestNS(t *testing.T) *testNS {
 	t.Helper()
 	name := fmt.Sprintf("dnsc-%d-%d", os.Getpid(), rand.IntN(1<<20))
-	var ns netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		// NewNamed moves this thread into the new namespace: do it on a
-		// locked thread and move back before unlocking it.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err = netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			errc <- err
-			return // leave the thread locked: it dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("new netns: %v", err)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
+	}
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		exec.Command("ip", "netns", "del", name).Run()
+		t.Fatalf("open netns %s: %v", name, err)
 	}
 	n := &testNS{name: name, handle: ns}
 	t.Cleanup(func() {
 		ns.Close()
-		netns.DeleteNamed(name)
+		exec.Command("ip", "netns", "del", name).Run()
 	})
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
