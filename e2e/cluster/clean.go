@@ -52,25 +52,7 @@ func CleanStale(ctx context.Context, logf func(string, ...any)) error {
 			errs = append(errs, err)
 		}
 	}
-	if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
-		fam, name, _ := strings.Cut(agentDNSTable, " ")
-		if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, l := range []string{agentDNSIf, bridgeIf, dummyIf} {
-		if linkExists(l) {
-			logf("delete link %s", l)
-			if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if out, _ := run(ctx, 30*time.Second, "ip", "route", "show", "type", "blackhole"); strings.Contains(out, DefaultServiceCIDR) {
-		if _, err := run(ctx, 30*time.Second, "ip", "route", "del", "blackhole", DefaultServiceCIDR); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, removeHostNetwork(ctx, logf)...)
 	for _, d := range dirs {
 		if h, err := loadHostState(d); err == nil {
 			logf("restore host state recorded in %s: sysctls %v, / made shared %v, nftables tables before %v, %d paths in host directories",

@@ -442,6 +442,33 @@ func splitRule(l string) []string {
 	return args
 }
 
+// removeHostNetwork removes what the cluster and the agent's dnscache add to
+// the host's network besides chains and conntrack entries: the agent's nft
+// table, the interfaces and the Service CIDR blackhole route.
+func removeHostNetwork(ctx context.Context, logf func(string, ...any)) []error {
+	var errs []error
+	if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
+		fam, name, _ := strings.Cut(agentDNSTable, " ")
+		if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, l := range []string{agentDNSIf, bridgeIf, dummyIf} {
+		if linkExists(l) {
+			logf("delete link %s", l)
+			if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if out, _ := run(ctx, 30*time.Second, "ip", "route", "show", "type", "blackhole"); strings.Contains(out, DefaultServiceCIDR) {
+		if _, err := run(ctx, 30*time.Second, "ip", "route", "del", "blackhole", DefaultServiceCIDR); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
 func linkExists(name string) bool {
 	_, err := os.Stat(filepath.Join("/sys/class/net", name))
 	return err == nil

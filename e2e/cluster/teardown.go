@@ -148,25 +148,7 @@ func (c *Cluster) teardown() {
 	}
 	if c.hostNetUp {
 		errs = append(errs, deleteConntrack(ctx, c.PodCIDR, c.host.Ports)...)
-		if tables, err := nftTables(ctx); err == nil && tables[agentDNSTable] {
-			fam, name, _ := strings.Cut(agentDNSTable, " ")
-			if _, err := run(ctx, 30*time.Second, "nft", "delete", "table", fam, name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		for _, l := range []string{agentDNSIf, bridgeIf, dummyIf} {
-			if linkExists(l) {
-				if _, err := run(ctx, 30*time.Second, "ip", "link", "del", l); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-		out, _ := run(ctx, 30*time.Second, "ip", "route", "show", "type", "blackhole")
-		if strings.Contains(out, DefaultServiceCIDR) {
-			if _, err := run(ctx, 30*time.Second, "ip", "route", "del", "blackhole", DefaultServiceCIDR); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, removeHostNetwork(ctx, func(string, ...any) {})...)
 	}
 
 	// After the chains are gone: sysctls, / propagation, empty tables, new
