@@ -58,9 +58,9 @@ func FuzzRequest(f *testing.F) {
 			pkt = pkt[:cfg.MaxQuerySize]
 		}
 		var q query
-		resp, miss := s.answer(pkt, proto, &q, nil)
+		resp, miss, expired := s.answer(pkt, proto, &q, nil)
 		if miss {
-			resp = s.resolve(pkt, proto, &q, nil)
+			resp = s.resolve(pkt, proto, &q, expired, nil)
 		}
 		if resp == nil {
 			return

@@ -168,9 +168,9 @@ func (s *server) readUDP(c *net.UDPConn) {
 			c.WriteToUDPAddrPort(out, from)
 			continue
 		}
-		resp, miss := s.answer(req, protoUDP, &q, out)
+		resp, miss, expired := s.answer(req, protoUDP, &q, out)
 		if miss {
-			job := missJob{conn: c, from: from, req: append([]byte(nil), req...), q: q}
+			job := missJob{conn: c, from: from, req: append([]byte(nil), req...), q: q, expired: expired}
 			job.q.key = append([]byte(nil), q.key...)
 			select {
 			case s.misses <- job:
@@ -188,10 +188,11 @@ func (s *server) readUDP(c *net.UDPConn) {
 
 // missJob is a UDP query that needs an upstream.
 type missJob struct {
-	conn *net.UDPConn
-	from netip.AddrPort
-	req  []byte
-	q    query
+	conn    *net.UDPConn
+	from    netip.AddrPort
+	req     []byte
+	q       query
+	expired *entry // the key's expired entry, if any (see answer)
 }
 
 // missWorkers answer UDP misses. A fixed pool (rather than a goroutine per
@@ -202,7 +203,7 @@ func (s *server) missWorkers(n int, wg *sync.WaitGroup) {
 	for range n {
 		wg.Go(func() {
 			for job := range s.misses {
-				if resp := s.resolve(job.req, protoUDP, &job.q, nil); resp != nil {
+				if resp := s.resolve(job.req, protoUDP, &job.q, job.expired, nil); resp != nil {
 					job.conn.WriteToUDPAddrPort(resp, job.from)
 				}
 			}
@@ -218,9 +219,9 @@ func (s *server) tcpHandler() dns.Handler {
 			return
 		}
 		q := query{key: make([]byte, 0, 300)}
-		resp, miss := s.answer(req, protoTCP, &q, nil)
+		resp, miss, expired := s.answer(req, protoTCP, &q, nil)
 		if miss {
-			resp = s.resolve(req, protoTCP, &q, nil)
+			resp = s.resolve(req, protoTCP, &q, expired, nil)
 		}
 		if resp != nil {
 			w.Write(resp)

@@ -43,28 +43,29 @@ func newServer(cfg *Config, st *store, r *router, m *metrics, log *slog.Logger) 
 }
 
 // answer handles one query. On a cache hit, a malformed or refused query it
-// returns the response appended to out. Otherwise it returns miss=true and
-// the caller runs resolve, off the reading goroutine for UDP.
-func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byte, miss bool) {
+// returns the response appended to out. Otherwise it returns miss=true, and
+// the expired entry for the key if there is one, and the caller runs
+// resolve, off the reading goroutine for UDP.
+func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byte, miss bool, expired *entry) {
 	qe := parseQuery(req, q)
 	switch qe {
 	case qeOK:
 	case qeDrop:
 		s.m.dropped.WithLabelValues(dropMalformed).Inc()
-		return nil, false
+		return nil, false, nil
 	default:
 		rcode := map[queryError]int{qeFormErr: dns.RcodeFormatError, qeNotImp: dns.RcodeNotImplemented,
 			qeRefused: dns.RcodeRefused, qeBadVers: dns.RcodeBadVers}[qe]
 		s.m.request(nil, proto, q.qtype, rcode)
-		return errorResponse(out, req, q, qe, rcode), false
+		return errorResponse(out, req, q, qe, rcode), false, nil
 	}
 	if q.qtype == dns.TypeANY {
-		return s.answerANY(out, req, q, proto), false
+		return s.answerANY(out, req, q, proto), false, nil
 	}
 	now := time.Now().UnixNano()
 	e := s.st.get(q.key, now)
 	if e == nil || now >= e.expire {
-		return nil, true
+		return nil, true, e
 	}
 	if e.extended {
 		s.m.stale.Inc()
@@ -76,7 +77,7 @@ func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byt
 		uint64(e.remaining(now))*100 < uint64(e.ttl)*uint64(p.Percent) && e.prefetching.CompareAndSwap(false, true) {
 		s.prefetch(e)
 	}
-	return resp, false
+	return resp, false, nil
 }
 
 // write renders e for q and counts the request.
@@ -137,10 +138,11 @@ const missWorkers = 64
 var errOverload = errors.New("too many upstream queries in flight")
 
 // resolve answers a miss: one upstream query per key however many clients
-// ask at once, stale data when every upstream fails or is too slow.
-func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
+// ask at once, stale data (from expired, which answer found) when every
+// upstream fails or is too slow.
+func (s *server) resolve(req []byte, proto int, q *query, expired *entry, out []byte) []byte {
 	s.m.misses.Inc()
-	res, err, shared := s.do(q.key)
+	res, err, shared := s.do(q.key, expired)
 	if shared {
 		s.m.coalesced.Inc()
 	}
@@ -157,20 +159,15 @@ func (s *server) resolve(req []byte, proto int, q *query, out []byte) []byte {
 }
 
 // do runs one fetch of key for however many callers ask at once. When an
-// expired entry is at hand and the upstreams take longer than
+// expired good entry is at hand and the upstreams take longer than
 // cache.staleWait, it answers from that entry and lets the fetch finish in
 // the background (RFC 8767's client response timer): the fetch's answer
 // replaces the stale one in the cache.
-func (s *server) do(key []byte) (any, error, bool) {
+func (s *server) do(key []byte, old *entry) (any, error, bool) {
 	k := string(key)
 	fetch := func() (any, error) { return s.fetch([]byte(k)) }
 	wait := s.cfg.Cache.StaleWait
-	if wait <= 0 || s.policy.stale <= 0 {
-		return s.sf.Do(k, fetch)
-	}
-	now := time.Now().UnixNano()
-	old := s.st.get(key, now)
-	if old == nil || !old.good || now < old.expire {
+	if wait <= 0 || s.policy.stale <= 0 || old == nil || !old.good {
 		return s.sf.Do(k, fetch)
 	}
 	ch := make(chan singleflight.Result, 1)
@@ -184,7 +181,11 @@ func (s *server) do(key []byte) (any, error, bool) {
 	case r := <-ch:
 		return r.Val, r.Err, r.Shared
 	case <-t.C:
-		return s.serveStale(old, time.Now().UnixNano()), nil, false
+		now := time.Now().UnixNano()
+		if cur := s.st.get(key, now); cur != nil && now < cur.expire {
+			return fetched{e: cur}, nil, false // refreshed meanwhile by another query
+		}
+		return s.serveStale(old, now), nil, false
 	}
 }
 
