@@ -52,6 +52,9 @@ func newAuthServer(t *testing.T) *authServer {
 	var l net.Listener
 	for range 50 {
 		port := 20000 + rand.IntN(40000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
 		var err error
 		if pc, err = net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
 			continue
@@ -169,11 +172,20 @@ func (a *authServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 	w.WriteMsg(m)
 }
 
-// freePort finds a port free for both UDP and TCP on 127.0.0.1.
+// handedOut holds the ports freePort has returned. The caches bind with
+// SO_REUSEPORT, so two parallel tests given the same port (free when each
+// checked) would silently share it and answer each other's queries.
+var handedOut sync.Map
+
+// freePort finds a port free for both UDP and TCP on 127.0.0.1, never the
+// same one twice in a test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(40000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
 		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
