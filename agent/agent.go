@@ -286,7 +286,7 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 	a.metrics.reloads.Inc()
 	a.log.Info("config reloaded", "hash", fc.Hash, "previous", old.Hash, "restarting", changed)
 	for _, s := range a.opts.Specs {
-		if !slices.Contains(changed, s.Name) {
+		if !slices.Contains(changed, s.Name) || a.handover(ctx, featCtx, s, fc.Features[s.Name]) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, fc.Agent.ShutdownTimeout)

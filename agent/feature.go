@@ -32,6 +32,15 @@ type ReadyChecker interface {
 	Ready() error
 }
 
+// DegradedReporter is implemented by features that keep working while a
+// part of their capability is impaired (a DNS zone whose upstreams are all
+// down). Degraded lists what is impaired, nothing when all is well; /readyz
+// reports it for a running feature without gating readiness. It must be
+// cheap and safe to call from any goroutine.
+type DegradedReporter interface {
+	Degraded() []string
+}
+
 // Deps is what the agent hands a feature's constructor. Every field is set;
 // Kube is nil when the agent runs without a cluster.
 type Deps struct {

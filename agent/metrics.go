@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,21 +74,44 @@ func newCoreMetrics(reg prometheus.Registerer) *coreMetrics {
 // instanceRegisterer gives one feature instance its own view of the
 // registry: what it registers is unregistered when the instance is retired,
 // so a rebuilt instance can register the same metrics again.
+//
+// A deferred one (the successor of a handover) only records what is
+// registered until activate: its predecessor still holds the same metrics.
 type instanceRegisterer struct {
 	reg prometheus.Registerer
 
 	mu         sync.Mutex
+	deferred   bool
 	collectors []prometheus.Collector
 }
 
 func (r *instanceRegisterer) Register(c prometheus.Collector) error {
-	if err := r.reg.Register(c); err != nil {
-		return err
-	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.deferred {
+		if err := r.reg.Register(c); err != nil {
+			return err
+		}
+	}
 	r.collectors = append(r.collectors, c)
-	r.mu.Unlock()
 	return nil
+}
+
+// activate registers what a deferred registerer recorded.
+func (r *instanceRegisterer) activate() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.deferred {
+		return nil
+	}
+	r.deferred = false
+	var errs []error
+	for _, c := range r.collectors {
+		if err := r.reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (r *instanceRegisterer) MustRegister(cs ...prometheus.Collector) {
@@ -106,8 +130,10 @@ func (r *instanceRegisterer) Unregister(c prometheus.Collector) bool {
 func (r *instanceRegisterer) unregisterAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, c := range r.collectors {
-		r.reg.Unregister(c)
+	if !r.deferred {
+		for _, c := range r.collectors {
+			r.reg.Unregister(c)
+		}
 	}
 	r.collectors = nil
 }

@@ -26,6 +26,7 @@ type Spec struct {
 	defaults func() Config
 	build    func(Config, Deps) (Feature, error)
 	disable  func(context.Context, Config, Deps) error
+	handover func(next, prev Feature)
 }
 
 // Defaults returns a fresh config holding the feature's defaults.
@@ -48,6 +49,26 @@ func Define[C Config](name string, defaults func() C, build func(cfg C, deps Dep
 // nothing to remove. Cancelling Run never does this; only disabling does.
 func OnDisable[C Config](s Spec, fn func(ctx context.Context, cfg C, deps Deps) error) Spec {
 	s.disable = func(ctx context.Context, c Config, d Deps) error { return fn(ctx, c.(C), d) }
+	return s
+}
+
+// Handover makes a reload of the feature's section hitless. Instead of
+// stopping the running instance and then starting the new one, the agent
+// builds the new instance, calls fn(next, prev) while prev still runs (next
+// may take state from prev, e.g. a cache; prev must keep working), starts
+// next, waits until it is Ready (ReadyChecker; bounded by
+// agent.shutdownTimeout) and only then stops prev. So the two run side by
+// side for a moment (e.g. sockets bound with SO_REUSEPORT). next's metrics
+// are registered once prev's are unregistered: a scrape in between sees
+// prev's.
+func Handover[F Feature](s Spec, fn func(next, prev F)) Spec {
+	s.handover = func(next, prev Feature) {
+		n, ok := next.(F)
+		p, ok2 := prev.(F)
+		if ok && ok2 {
+			fn(n, p)
+		}
+	}
 	return s
 }
 

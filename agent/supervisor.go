@@ -24,11 +24,14 @@ const (
 
 // Status is a feature's state as /readyz and the readiness gate see it.
 type Status struct {
-	Feature   string    `json:"feature"`
-	State     State     `json:"state"`
-	Ready     bool      `json:"ready"`
-	Gating    bool      `json:"gating"`
-	Reason    string    `json:"reason,omitempty"` // why it is not ready
+	Feature string `json:"feature"`
+	State   State  `json:"state"`
+	Ready   bool   `json:"ready"`
+	Gating  bool   `json:"gating"`
+	Reason  string `json:"reason,omitempty"` // why it is not ready
+	// Degraded is what a running feature reports impaired (see
+	// DegradedReporter); it does not make the feature not ready.
+	Degraded  []string  `json:"degraded,omitempty"`
 	LastError string    `json:"lastError,omitempty"`
 	Restarts  int       `json:"restarts"`
 	Since     time.Time `json:"since"`
@@ -63,8 +66,9 @@ func newSupervisor(log *slog.Logger, m *coreMetrics, backoff func() RestartConfi
 }
 
 // start runs f under name until stop. onStop runs once f has returned for
-// good (e.g. to unregister its metrics).
-func (s *supervisor) start(ctx context.Context, name string, f Feature, onStop func()) {
+// good (e.g. to unregister its metrics). A unit already running under name
+// keeps running until stopUnit (a handover).
+func (s *supervisor) start(ctx context.Context, name string, f Feature, onStop func()) *unit {
 	ctx, cancel := context.WithCancel(ctx)
 	u := &unit{feature: f, cancel: cancel, done: make(chan struct{}), onStop: onStop, state: StateRunning, since: time.Now()}
 	s.mu.Lock()
@@ -72,6 +76,17 @@ func (s *supervisor) start(ctx context.Context, name string, f Feature, onStop f
 	s.mu.Unlock()
 	s.metrics.featureUp.WithLabelValues(name).Set(1)
 	go s.loop(ctx, name, u)
+	return u
+}
+
+// running returns the unit running under name, nil if there is none.
+func (s *supervisor) running(name string) *unit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u, ok := s.units[name]; ok && u.feature != nil && u.state == StateRunning {
+		return u
+	}
+	return nil
 }
 
 // mark records a feature that is not running: disabled, or failed to build.
@@ -186,6 +201,11 @@ func (s *supervisor) stop(ctx context.Context, name string) bool {
 	if !ok {
 		return true
 	}
+	return s.stopUnit(ctx, name, u)
+}
+
+// stopUnit cancels one unit and waits for it like stop.
+func (s *supervisor) stopUnit(ctx context.Context, name string, u *unit) bool {
 	if u.cancel != nil {
 		u.cancel()
 	}
@@ -243,6 +263,9 @@ func (s *supervisor) statuses(gating []string) []Status {
 				if err := rc.Ready(); err != nil {
 					st.Ready, st.Reason = false, err.Error()
 				}
+			}
+			if dr, ok := features[i].(DegradedReporter); ok {
+				st.Degraded = dr.Degraded()
 			}
 		case StateDisabled:
 			st.Ready, st.Reason = true, "disabled"
