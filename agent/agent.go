@@ -67,7 +67,8 @@ type Agent struct {
 	lastRead  []byte // the bytes last read from ConfigPath, good or bad
 	heartbeat atomic.Int64
 
-	gate gateState // owned by gateLoop
+	gate       gateState // owned by gateLoop
+	gateRounds atomic.Int64
 }
 
 // New loads and validates the config (a problem is returned with every key

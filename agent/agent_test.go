@@ -298,6 +298,32 @@ func TestReadinessGateRemovesTaintOnlyWhenGatingFeaturesReady(t *testing.T) {
 	})
 }
 
+// Once the node is released the gate keeps checking every checkInterval but
+// costs the API server nothing: it reads the watched Node and writes only
+// what changed. (Polling read the whole Node on every round.)
+func TestReadinessGateAtIdleSendsNoRequests(t *testing.T) {
+	api := kubetest.New(t, newNode())
+	h := start(t, "", fast, kubeClient(t, api))
+	eventually(t, "node released", func() bool {
+		n := api.Node()
+		c := condition(n)
+		return len(n.Spec.Taints) == 1 && n.Labels["nodeagent.io/ready"] == "true" && c != nil && c.Status == corev1.ConditionTrue
+	})
+	eventually(t, "the watch has the released node", func() bool {
+		n := h.a.opts.Kube.NodeWatch().Node()
+		return n != nil && n.ResourceVersion == api.Node().ResourceVersion
+	})
+	before := api.Requests()
+	rounds := h.a.gateRounds.Load()
+	eventually(t, "ten more gate rounds", func() bool { return h.a.gateRounds.Load() >= rounds+10 })
+	after := api.Requests()
+	for k, v := range after {
+		if k != "WATCH nodes" && k != "POST events" && v != before[k] {
+			t.Errorf("%s: %d requests in ten idle gate rounds, want 0", k, v-before[k])
+		}
+	}
+}
+
 func TestBadConfigRecordsWarningEvent(t *testing.T) {
 	api := kubetest.New(t, newNode())
 	cm := newConfigMapDir(t, fast)

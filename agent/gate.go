@@ -44,6 +44,7 @@ func (a *Agent) gateLoop(ctx context.Context) {
 		if a.opts.Kube != nil {
 			a.syncNode(ctx, ready, blocking)
 		}
+		a.gateRounds.Add(1)
 		t := time.NewTimer(a.cfg.Load().Agent.Readiness.CheckInterval)
 		select {
 		case <-ctx.Done():

@@ -1,5 +1,6 @@
-// Package kube is the agent's view of the API server: its own Node (read,
-// remove a taint, set labels and conditions), events.k8s.io/v1 Events on it
+// Package kube is the agent's view of the API server: its own Node (watched
+// once for every reader, see NodeWatch; remove a taint, set labels and
+// conditions, each written only when it changes), events.k8s.io/v1 Events on it
 // with client-side rate limits, and the few reads features need (a Service).
 //
 // It speaks to the API server with client-go's REST client and a scheme of
@@ -67,6 +68,10 @@ type Client struct {
 	log    *slog.Logger
 	queue  chan *eventsv1.Event
 	done   chan struct{}
+	nodes  *NodeWatch
+	// stopWatch ends the NodeWatch; watchDone is closed once it has.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	mu       sync.Mutex
 	limit    rate.Limit
@@ -112,6 +117,7 @@ func New(cfg *rest.Config, node string, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{NodeName: node, core: core, events: events, log: log}
+	c.nodes = newNodeWatch(c)
 	c.SetEventLimits(6, 10)
 	return c, nil
 }
@@ -133,8 +139,15 @@ func (c *Client) SetEventLimits(perMinute, burst int) {
 	c.limiters = map[string]*rate.Limiter{}
 }
 
-// Start sends recorded Events to the API server until ctx is done or Stop.
+// Start watches the own Node (NodeWatch) and sends recorded Events to the
+// API server until ctx is done or Stop.
 func (c *Client) Start(ctx context.Context) {
+	wctx, cancel := context.WithCancel(ctx)
+	c.stopWatch, c.watchDone = cancel, make(chan struct{})
+	go func() {
+		defer close(c.watchDone)
+		c.nodes.run(wctx)
+	}()
 	c.queue = make(chan *eventsv1.Event, eventQueue)
 	c.done = make(chan struct{})
 	go func() {
@@ -150,11 +163,13 @@ func (c *Client) Start(ctx context.Context) {
 	}()
 }
 
-// Stop sends the Events already queued, then returns.
+// Stop ends the Node watch and sends the Events already queued, then returns.
 func (c *Client) Stop() {
 	if c.queue == nil {
 		return
 	}
+	c.stopWatch()
+	<-c.watchDone
 	close(c.queue)
 	<-c.done
 	c.queue = nil
@@ -209,11 +224,23 @@ func (c *Client) Event(eventType, reason, action, note string, args ...any) {
 	}
 }
 
-// Node reads the agent's Node.
+// Node reads the agent's Node from the API server. Most readers want
+// NodeWatch().Node() instead, which costs no request.
 func (c *Client) Node(ctx context.Context) (*corev1.Node, error) {
 	node := &corev1.Node{}
 	err := c.core.Get().Resource("nodes").Name(c.NodeName).Do(ctx).Into(node)
 	return node, err
+}
+
+// current is the watched copy of the Node, or a GET while the watch has
+// none yet (before its first list, or while it fails: then the writers
+// below still work, at the old cost). Writers compare against it and send
+// nothing when the Node already says what they would write.
+func (c *Client) current(ctx context.Context) (*corev1.Node, error) {
+	if n := c.nodes.Node(); n != nil {
+		return n, nil
+	}
+	return c.Node(ctx)
 }
 
 // Service reads a Service.
@@ -234,8 +261,10 @@ func (c *Client) patchNode(ctx context.Context, pt types.PatchType, patch []byte
 // taints makes it read and try again instead of overwriting.
 func (c *Client) RemoveTaint(ctx context.Context, taint corev1.Taint) (bool, error) {
 	removed := false
+	read := c.current // the first try trusts the watch; a conflict reads afresh
 	err := retry.OnError(retry.DefaultRetry, isConflict, func() error {
-		node, err := c.Node(ctx)
+		node, err := read(ctx)
+		read = c.Node
 		if err != nil {
 			return err
 		}
@@ -267,16 +296,24 @@ func isConflict(err error) bool {
 	return apierrors.IsConflict(err) || apierrors.IsInvalid(err)
 }
 
-// SetLabel sets one label on the Node.
+// SetLabel sets one label on the Node; nothing is sent when it is set already.
 func (c *Client) SetLabel(ctx context.Context, key, value string) error {
+	node, err := c.current(ctx)
+	if err != nil {
+		return err
+	}
+	if v, ok := node.Labels[key]; ok && v == value {
+		return nil
+	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{key: value}}})
 	return c.patchNode(ctx, types.MergePatchType, patch)
 }
 
 // SetCondition sets one condition in the Node's status. The transition time
-// moves only when the status changes, as kubelet does.
+// moves only when the status changes, as kubelet does; nothing is sent when
+// the Node already has the condition with this status, reason and message.
 func (c *Client) SetCondition(ctx context.Context, cond corev1.NodeCondition) error {
-	node, err := c.Node(ctx)
+	node, err := c.current(ctx)
 	if err != nil {
 		return err
 	}

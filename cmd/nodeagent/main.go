@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
@@ -99,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *nodeName == "" {
 		*nodeName, _ = os.Hostname()
 	}
+	// client-go (the Node watch's reflector) logs through klog: into ours.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 
 	restCfg, err := kube.RESTConfig(*kubeconfig)
 	if err != nil {

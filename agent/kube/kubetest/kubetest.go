@@ -1,28 +1,35 @@
 // Package kubetest is an in-process stand-in for the parts of the API server
-// that package kube uses: one Node (GET, JSON/merge/strategic-merge PATCH of
-// the object and its status, with resourceVersion bumps), Services (GET) and
-// events.k8s.io/v1 Events (POST, LIST). Patches are applied with the same
+// that package kube uses: one Node (GET, LIST and WATCH with a field
+// selector, JSON/merge/strategic-merge PATCH of the object and its status,
+// with resourceVersion bumps), Services (GET) and events.k8s.io/v1 Events
+// (POST, LIST). It counts the requests it serves, by verb and resource. Patches are applied with the same
 // libraries the API server uses. It is for fast unit tests; e2e/ runs the real
 // kube-apiserver.
 package kubetest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 )
 
@@ -34,6 +41,9 @@ type Server struct {
 	node     *corev1.Node
 	services map[string]*corev1.Service // "ns/name"
 	events   []eventsv1.Event
+	requests map[string]int // "VERB resource", e.g. "WATCH nodes"
+	changed  chan struct{}  // closed and replaced on each node change
+	expired  int            // watches from a resourceVersion at or below it get 410 Gone
 	// BeforePatch, if set, runs before each node patch is applied (e.g. to
 	// change the node concurrently).
 	BeforePatch func(*corev1.Node)
@@ -41,15 +51,21 @@ type Server struct {
 
 // New serves node (and services) until the test ends.
 func New(t *testing.T, node *corev1.Node, services ...*corev1.Service) *Server {
-	s := &Server{node: node.DeepCopy(), services: map[string]*corev1.Service{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{node: node.DeepCopy(), services: map[string]*corev1.Service{}, requests: map[string]int{}, changed: make(chan struct{})}
 	if s.node.ResourceVersion == "" {
 		s.node.ResourceVersion = "1"
 	}
 	for _, svc := range services {
 		s.services[svc.Namespace+"/"+svc.Name] = svc.DeepCopy()
 	}
-	srv := httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(srv.Close)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	srv.Start()
+	t.Cleanup(func() {
+		cancel() // ends open watches, which Close would wait for
+		srv.Close()
+	})
 	s.Config = &rest.Config{Host: srv.URL}
 	return s
 }
@@ -68,13 +84,64 @@ func (s *Server) Events() []eventsv1.Event {
 	return append([]eventsv1.Event(nil), s.events...)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+// Requests returns how many requests were served, by "VERB resource":
+// "GET nodes", "LIST nodes", "WATCH nodes", "PATCH nodes", "PATCH
+// nodes/status", "GET services", "POST events".
+func (s *Server) Requests() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.requests))
+	for k, v := range s.requests {
+		out[k] = v
+	}
+	return out
+}
+
+// Update changes the node as another writer would (kubelet, an admin): fn
+// edits it, its resourceVersion moves on and watchers hear of it.
+func (s *Server) Update(fn func(*corev1.Node)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s.node)
+	s.bumpLocked()
+}
+
+// Expire forgets the node's history, as etcd compaction does: open watches
+// end, and a watch from a resourceVersion before now gets 410 Gone, so the
+// client must list again.
+func (s *Server) Expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bumpLocked()
+	s.expired, _ = strconv.Atoi(s.node.ResourceVersion)
+}
+
+func (s *Server) bumpLocked() {
+	Bump(s.node)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *Server) count(verb, resource string) {
+	s.requests[verb+" "+resource]++
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(p) == 3 && p[0] == "api" && p[2] == "nodes" && r.Method == http.MethodGet {
+		s.listOrWatch(w, r)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
 	case len(p) >= 4 && p[0] == "api" && p[2] == "nodes" && p[3] == s.node.Name:
 		status := len(p) == 5 && p[4] == "status"
+		resource := "nodes"
+		if status {
+			resource = "nodes/status"
+		}
+		s.count(r.Method, resource)
 		switch r.Method {
 		case http.MethodGet:
 			writeJSON(w, http.StatusOK, s.node)
@@ -84,12 +151,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "method", http.StatusMethodNotAllowed)
 		}
 	case len(p) == 6 && p[0] == "api" && p[2] == "namespaces" && p[4] == "services" && r.Method == http.MethodGet:
+		s.count(r.Method, "services")
 		if svc, ok := s.services[p[3]+"/"+p[5]]; ok {
 			writeJSON(w, http.StatusOK, svc)
 			return
 		}
 		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("services %q not found", p[5]))
 	case len(p) == 6 && p[1] == "events.k8s.io" && p[5] == "events" && r.Method == http.MethodPost:
+		s.count(r.Method, "events")
 		var ev eventsv1.Event
 		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
 			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
@@ -140,9 +209,98 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request, status bool) 
 		n.Status = s.node.Status
 		s.node = &n
 	}
-	rv, _ := strconv.Atoi(s.node.ResourceVersion)
-	s.node.ResourceVersion = strconv.Itoa(rv + 1)
+	s.bumpLocked()
 	writeJSON(w, http.StatusOK, s.node)
+}
+
+// listOrWatch serves GET /api/v1/nodes: a list, or with watch=true a
+// stream of watch events, of the node if it matches the field selector.
+func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	sel, err := fields.ParseSelector(q.Get("fieldSelector"))
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	matches := sel.Matches(fields.Set{"metadata.name": s.node.Name})
+	if q.Get("watch") != "true" {
+		s.count("LIST", "nodes")
+		list := &corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}}
+		list.ResourceVersion = s.node.ResourceVersion
+		if matches {
+			list.Items = []corev1.Node{*s.node.DeepCopy()}
+		}
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, list)
+		return
+	}
+	s.count("WATCH", "nodes")
+	from, _ := strconv.Atoi(q.Get("resourceVersion"))
+	initial := q.Get("sendInitialEvents") == "true"
+	gone := !initial && from != 0 && from < s.expired
+	s.mu.Unlock()
+
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(typ watch.EventType, obj any) bool {
+		raw, _ := json.Marshal(obj)
+		if err := enc.Encode(metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
+			return false
+		}
+		w.(http.Flusher).Flush()
+		return true
+	}
+	if gone {
+		send(watch.Error, &metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+			Status:   metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonExpired,
+			Message: fmt.Sprintf("too old resource version: %d (%d)", from, s.expired),
+		})
+		return
+	}
+	timeout := 30 * time.Minute
+	if sec, err := strconv.Atoi(q.Get("timeoutSeconds")); err == nil && sec > 0 {
+		timeout = time.Duration(sec) * time.Second
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	sent := from
+	for first := true; ; first = false {
+		s.mu.Lock()
+		node, changed, expired := s.node.DeepCopy(), s.changed, s.expired
+		s.mu.Unlock()
+		node.TypeMeta = metav1.TypeMeta{Kind: "Node", APIVersion: "v1"}
+		if !first && sent < expired {
+			return // history compacted: the watch ends, as etcd's would
+		}
+		rv, _ := strconv.Atoi(node.ResourceVersion)
+		switch {
+		case first && initial:
+			if matches && !send(watch.Added, node) {
+				return
+			}
+			bookmark := &corev1.Node{TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"}}
+			bookmark.ResourceVersion = node.ResourceVersion
+			bookmark.Annotations = map[string]string{metav1.InitialEventsAnnotationKey: "true"}
+			if !send(watch.Bookmark, bookmark) {
+				return
+			}
+		case rv > sent && matches:
+			if !send(watch.Modified, node) {
+				return
+			}
+		}
+		sent = rv
+		select {
+		case <-r.Context().Done():
+			return
+		case <-deadline.C:
+			return
+		case <-changed:
+		}
+	}
 }
 
 // Bump changes the node's resourceVersion, as a concurrent writer would.
