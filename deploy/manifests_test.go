@@ -335,7 +335,7 @@ func TestClusterRoleRules(t *testing.T) {
 		t.Fatalf("%d ClusterRoles in %s, want 1", n, manifestsFile)
 	}
 	want := []rbacRule{
-		{"", "nodes", "get,patch"},            // readiness gate (taint, label)
+		{"", "nodes", "get,list,patch,watch"}, // NodeWatch; readiness gate (taint, label)
 		{"", "nodes/status", "patch"},         // node condition
 		{"events.k8s.io", "events", "create"}, // Events on the Node
 		{"", "services", "get"},               // dnscache: kube-dns-upstream
