@@ -10,3 +10,5 @@ bash dnscache/hack/prereqs.sh
 phase "dnscache prerequisites"
 deploy/hack/helm.sh >/dev/null
 phase "helm"
+bash deploy/hack/prereqs.sh
+phase "deploy prerequisites (promtool)"

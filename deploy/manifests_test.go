@@ -177,8 +177,7 @@ func TestChartValues(t *testing.T) {
 				rules = append(rules, r.(map[string]any)["alert"].(string))
 			}
 		}
-		wantRules := []string{"NodeagentFeatureDown", "NodeagentFeatureRestarting", "NodeagentRestarting",
-			"NodeagentConfigReloadFailing", "NodeagentNodeNotReady"}
+		wantRules := alertNames(t)
 		if !slices.Equal(rules, wantRules) {
 			t.Errorf("alerts = %v, want %v", rules, wantRules)
 		}

@@ -22,3 +22,6 @@ fi
 # helm in the same place and version as deploy/hack/render.sh uses it.
 echo "prereqs: helm at $("${repo}/deploy/hack/helm.sh")"
 phase "helm"
+# prometheus (server and promtool) for the e2e Prometheus check.
+bash "${repo}/deploy/hack/prereqs.sh"
+phase "prometheus"
