@@ -24,6 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	minInterval = time.Millisecond // the tests poll and back off in milliseconds
 	goleak.VerifyTestMain(m,
 		// client-go's klog flush daemon lives for the process.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
@@ -240,6 +241,24 @@ func TestReloadGoodBadGoodThroughConfigMapSymlinkSwap(t *testing.T) {
 	// the rebuilt instance registered its metric again without a clash.
 	if got := testutil.ToFloat64(h.a.metrics.featureUp.WithLabelValues("alpha")); got != 1 {
 		t.Errorf("alpha up = %v after rebuilds", got)
+	}
+}
+
+// An empty file, or one cut off mid-write, would validate as "all
+// defaults" (dnscache enabled: false, its interface torn down). It is
+// rejected like any bad file and the last good config stays.
+func TestReloadRejectsEmptyAndTruncatedFiles(t *testing.T) {
+	good := fast + "beta:\n  enabled: true\n  cache: {maxEntries: 7}\n"
+	cm := newConfigMapDir(t, good)
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "beta running", func() bool { return h.beta.runs.Load() == 1 })
+	hash := h.a.Config().Hash
+	for i, bad := range []string{"", "# cut\n", good[:strings.Index(good, "beta:")+len("beta:\n")], good[:len(good)-1], good + "  labels:\n"} {
+		cm.write(bad)
+		eventually(t, fmt.Sprintf("rejection %d of %q", i+1, bad), func() bool { return testutil.ToFloat64(h.a.metrics.reloadFailures) == float64(i+1) })
+		if h.a.Config().Hash != hash || h.beta.built.Load() != 1 || statusOf(h, "beta").State != StateRunning {
+			t.Fatalf("%q took effect: hash %s (want %s), beta builds %d, state %s", bad, h.a.Config().Hash, hash, h.beta.built.Load(), statusOf(h, "beta").State)
+		}
 	}
 }
 

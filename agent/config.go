@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/nodeagent/nodeagent/agent/config"
 )
@@ -78,17 +82,19 @@ func DefaultAgentConfig() AgentConfig {
 // Validate checks the agent section; known lists the feature names.
 func (c *AgentConfig) Validate(known []string) error {
 	var errs config.Errors
-	positive := func(path string, d time.Duration) {
-		if d <= 0 {
-			errs.Addf(path, "must be > 0s, got %s", d)
+	atLeast := func(path string, d, floor time.Duration) {
+		if d < floor {
+			errs.Addf(path, "must be >= %s, got %s", floor, d)
 		}
 	}
-	positive("reloadInterval", c.ReloadInterval)
-	positive("shutdownTimeout", c.ShutdownTimeout)
-	positive("restart.initialBackoff", c.Restart.InitialBackoff)
-	positive("restart.maxBackoff", c.Restart.MaxBackoff)
-	positive("restart.resetAfter", c.Restart.ResetAfter)
-	positive("readiness.checkInterval", c.Readiness.CheckInterval)
+	// Loops that run on every node all the time get a floor: reloadInterval
+	// 1ns burnt 70% of a core.
+	atLeast("reloadInterval", c.ReloadInterval, minInterval)
+	atLeast("readiness.checkInterval", c.Readiness.CheckInterval, minInterval)
+	atLeast("shutdownTimeout", c.ShutdownTimeout, minInterval)
+	atLeast("restart.initialBackoff", c.Restart.InitialBackoff, minInterval/10)
+	atLeast("restart.maxBackoff", c.Restart.MaxBackoff, minInterval/10)
+	atLeast("restart.resetAfter", c.Restart.ResetAfter, minInterval)
 	if c.Restart.MaxBackoff < c.Restart.InitialBackoff {
 		errs.Addf("restart.maxBackoff", "must be >= restart.initialBackoff (%s), got %s", c.Restart.InitialBackoff, c.Restart.MaxBackoff)
 	}
@@ -97,8 +103,10 @@ func (c *AgentConfig) Validate(known []string) error {
 			errs.Addf("readiness.startupTaint", "%v", err)
 		}
 	}
-	if l := c.Readiness.ReadyLabel; l != "" && !validLabelKey(l) {
-		errs.Addf("readiness.readyLabel", "must be a label key like \"nodeagent.io/ready\", got %q", l)
+	if l := c.Readiness.ReadyLabel; l != "" {
+		if msgs := validation.IsQualifiedName(l); len(msgs) > 0 {
+			errs.Addf("readiness.readyLabel", "must be a label key like \"nodeagent.io/ready\", got %q: %s", l, strings.Join(msgs, "; "))
+		}
 	}
 	for i, name := range c.Readiness.GatingFeatures {
 		if !slices.Contains(known, name) {
@@ -123,8 +131,13 @@ func ParseTaint(s string) (corev1.Taint, error) {
 		return corev1.Taint{}, fmt.Errorf("must be \"key[=value]:Effect\", got %q", s)
 	}
 	key, value, _ := strings.Cut(kv, "=")
-	if !validLabelKey(key) {
-		return corev1.Taint{}, fmt.Errorf("taint key %q is not a valid key", key)
+	// The API server's own checks, so a bad taint fails here and not at the
+	// first patch.
+	if msgs := validation.IsQualifiedName(key); len(msgs) > 0 {
+		return corev1.Taint{}, fmt.Errorf("taint key %q is not valid: %s", key, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsValidLabelValue(value); len(msgs) > 0 {
+		return corev1.Taint{}, fmt.Errorf("taint value %q is not valid: %s", value, strings.Join(msgs, "; "))
 	}
 	switch e := corev1.TaintEffect(effect); e {
 	case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
@@ -133,22 +146,54 @@ func ParseTaint(s string) (corev1.Taint, error) {
 	return corev1.Taint{}, fmt.Errorf("taint effect must be NoSchedule, PreferNoSchedule or NoExecute, got %q", effect)
 }
 
-// validLabelKey checks the shape of a Kubernetes label or taint key: an
-// optional DNS prefix and a name of [A-Za-z0-9._-], at most 63 characters.
-func validLabelKey(k string) bool {
-	prefix, name, ok := strings.Cut(k, "/")
-	if !ok {
-		name, prefix = prefix, ""
+// minInterval is the floor of the agent's intervals; this package's tests
+// lower it to run in milliseconds.
+var minInterval = time.Second
+
+// parseDocument parses the one YAML document in data and returns its root
+// node (zero for an empty file). A file that is not valid YAML, holds a
+// second document, or does not end with a newline (a file cut off mid-write;
+// a ConfigMap's "|" block keeps the newline) is an error.
+func parseDocument(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("not valid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	if len(name) == 0 || len(name) > 63 || len(prefix) > 253 || (ok && prefix == "") {
-		return false
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		return nil, fmt.Errorf("a second YAML document (line %d): the config is one document", next.Line)
+	case !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("not valid YAML after the first document: %v", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	for _, r := range name + prefix {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
-			return false
+	if len(bytes.TrimSpace(data)) > 0 && !bytes.HasSuffix(data, []byte("\n")) {
+		return nil, errors.New("the file does not end with a newline: cut off mid-write? (a ConfigMap's \"|\" block keeps it, \"|-\" strips it)")
+	}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+// emptyValue reports a value left empty ("key:" and nothing), as opposed
+// to an explicit "{}", "~" or "null".
+func emptyValue(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == ""
+}
+
+// lastKeyEmpty reports the key path and line of the file's last key when it
+// has an empty value: where a file cut off after "key:" ends.
+func lastKeyEmpty(m *yaml.Node, path string) (string, int, bool) {
+	for m.Kind == yaml.MappingNode && len(m.Content) >= 2 {
+		key, val := m.Content[len(m.Content)-2], m.Content[len(m.Content)-1]
+		path = config.JoinPath(path, key.Value)
+		if emptyValue(val) {
+			return path, key.Line, true
 		}
+		m = val
 	}
-	return true
+	return "", 0, false
 }
 
 // FileConfig is one loaded, validated config file.
@@ -177,14 +222,10 @@ func LoadConfig(data []byte, specs []Spec) (*FileConfig, error) {
 	}
 
 	var errs config.Errors
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		errs.Addf("", "not valid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
+	root, err := parseDocument(data)
+	if err != nil {
+		errs.Addf("", "%v", err)
 		return nil, errs
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
 	}
 	if root.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(root.Content); i += 2 {
@@ -192,6 +233,10 @@ func LoadConfig(data []byte, specs []Spec) (*FileConfig, error) {
 			switch f, ok := fc.Features[key]; {
 			case config.FirstLine(root, i) != 0:
 				errs.Addf(key, "duplicate key (line %d; first on line %d)", root.Content[i].Line, config.FirstLine(root, i))
+			case (key == "agent" || ok) && emptyValue(val):
+				// Cut off after "dnscache:" in a truncated file, the section
+				// would mean "all defaults", enabled: false included.
+				errs.Addf(key, "section has no keys (line %d): a truncated file? Write \"%s: {}\" to keep every default", root.Content[i].Line, key)
 			case key == "agent":
 				errs.Add("", config.Decode(val, &fc.Agent, "agent"))
 			case ok:
@@ -200,7 +245,17 @@ func LoadConfig(data []byte, specs []Spec) (*FileConfig, error) {
 				errs.Addf(key, "unknown section (line %d); sections are: agent, %s", root.Content[i].Line, strings.Join(names, ", "))
 			}
 		}
-	} else if root.Kind != 0 && !(root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+		if n := len(root.Content); n >= 2 && root.Content[n-1].Kind == yaml.MappingNode {
+			path, line, ok := lastKeyEmpty(root.Content[n-1], root.Content[n-2].Value)
+			if ok {
+				errs.Addf(path, "the file ends at this key with no value (line %d): a truncated file? Write ~ to keep its default", line)
+			}
+		}
+	} else if root.Kind == 0 || root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		// An empty or truncated file would be "all defaults": every feature
+		// disabled, its host state (the DNS interface) torn down.
+		errs.Addf("", "the config has no sections: an empty or truncated file? (`nodeagent config default` prints a full one)")
+	} else {
 		errs.Addf("", "the config must be a mapping of sections (agent, %s)", strings.Join(names, ", "))
 	}
 	if len(errs) > 0 {

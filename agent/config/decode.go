@@ -169,6 +169,12 @@ func decodeLeaf(node *yaml.Node, v reflect.Value, path string, errs *Errors) {
 		v.SetInt(int64(d))
 		return
 	}
+	if v.Kind() == reflect.Bool && (node.Kind != yaml.ScalarNode || node.ShortTag() != "!!bool") {
+		// One rule, YAML 1.2's: an unquoted true or false. yaml.v3 would
+		// take YAML 1.1's yes/no/on/off into a bool, yet refuse "true".
+		errs.Addf(path, "must be true or false (unquoted), got %s (line %d)", describe(node), node.Line)
+		return
+	}
 	tmp := reflect.New(v.Type())
 	if err := node.Decode(tmp.Interface()); err != nil {
 		errs.Addf(path, "must be %s, got %s (line %d)", typeName(v.Type()), describe(node), node.Line)

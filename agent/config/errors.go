@@ -23,6 +23,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -71,11 +72,20 @@ func (e Errors) Err() error {
 	return e
 }
 
-// Error lists the problems one per line.
+// MaxListed is how many problems Error lists before "...and N more": a
+// file that is wrong throughout (a wrong file pasted, every key misspelt)
+// still reads as a short message in a log line or an Event.
+const MaxListed = 20
+
+// Error lists the problems one per line, at most MaxListed of them.
 func (e Errors) Error() string {
-	lines := make([]string, len(e))
-	for i, fe := range e {
+	n := min(len(e), MaxListed)
+	lines := make([]string, n, n+1)
+	for i, fe := range e[:n] {
 		lines[i] = fe.Error()
+	}
+	if len(e) > n {
+		lines = append(lines, fmt.Sprintf("...and %d more", len(e)-n))
 	}
 	return strings.Join(lines, "\n")
 }
