@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/conntrack"
 	"github.com/nodeagent/nodeagent/dnscache"
 )
 
@@ -15,6 +16,7 @@ func features() []agent.Spec {
 			dnscache.Teardown),
 		agent.Unbuilt("imagewarm"),
 		agent.Unbuilt("interrupt"),
-		agent.Unbuilt("conntrack"),
+		agent.Define("conntrack", conntrack.DefaultConfig,
+			func(c *conntrack.Config, d agent.Deps) (agent.Feature, error) { return conntrack.New(c, d) }),
 	}
 }

@@ -1,0 +1,112 @@
+package conntrack
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nodeagent/nodeagent/agent/config"
+)
+
+// Stats sources.
+const (
+	SourceAuto    = "auto"    // ctnetlink, else /proc/net/stat/nf_conntrack
+	SourceNetlink = "netlink" // ctnetlink only
+	SourceProcfs  = "procfs"  // /proc/net/stat/nf_conntrack only
+)
+
+// Config is the conntrack section of the agent config.
+type Config struct {
+	Enabled bool `yaml:"enabled"`
+	// Source of the table statistics: auto (ctnetlink, falling back to
+	// /proc/net/stat/nf_conntrack), netlink or procfs.
+	Source   string         `yaml:"source"`
+	DNSFlows DNSFlowsConfig `yaml:"dnsFlows"`
+	ENA      ENAConfig      `yaml:"ena"`
+}
+
+// DNSFlowsConfig shapes the periodic count of DNS entries in the table.
+type DNSFlowsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Interval between two counting passes.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one pass; a pass that takes longer is abandoned.
+	Timeout time.Duration `yaml:"timeout"`
+	// Port is the destination port counted (UDP and TCP).
+	Port int `yaml:"port"`
+	// MaxTableEntries skips a pass when the table holds more entries: the
+	// kernel walks the whole table for each filtered dump.
+	MaxTableEntries int `yaml:"maxTableEntries"`
+}
+
+// ENAConfig selects the interfaces whose allowance counters are read.
+type ENAConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Drivers whose interfaces are read (ethtool driver name); other
+	// interfaces cost one ioctl per scrape and are skipped.
+	Drivers []string `yaml:"drivers"`
+	// Interfaces, when set, is a regular expression an interface name must
+	// match as well (e.g. "^(eth|ens)").
+	Interfaces string `yaml:"interfaces"`
+}
+
+// DefaultConfig returns the conntrack defaults.
+func DefaultConfig() *Config {
+	return &Config{
+		Enabled: false,
+		Source:  SourceAuto,
+		DNSFlows: DNSFlowsConfig{
+			Enabled:         true,
+			Interval:        30 * time.Second,
+			Timeout:         2 * time.Second,
+			Port:            53,
+			MaxTableEntries: 2_000_000,
+		},
+		ENA: ENAConfig{
+			Enabled: true,
+			Drivers: []string{"ena"},
+		},
+	}
+}
+
+// IsEnabled reports the section's enabled key.
+func (c *Config) IsEnabled() bool { return c.Enabled }
+
+// Validate reports every problem with its key path.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	switch c.Source {
+	case SourceAuto, SourceNetlink, SourceProcfs:
+	default:
+		errs.Addf("source", "must be auto, netlink or procfs, got %q", c.Source)
+	}
+	d := c.DNSFlows
+	if d.Interval < time.Second {
+		errs.Addf("dnsFlows.interval", "must be >= 1s, got %s", d.Interval)
+	}
+	if d.Timeout < 10*time.Millisecond {
+		errs.Addf("dnsFlows.timeout", "must be >= 10ms, got %s", d.Timeout)
+	} else if d.Timeout > d.Interval && d.Interval >= time.Second {
+		errs.Addf("dnsFlows.timeout", "must be <= dnsFlows.interval (%s), got %s", d.Interval, d.Timeout)
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		errs.Addf("dnsFlows.port", "must be 1-65535, got %d", d.Port)
+	}
+	if d.MaxTableEntries < 0 {
+		errs.Addf("dnsFlows.maxTableEntries", "must be >= 0 (0: no limit), got %d", d.MaxTableEntries)
+	}
+	if c.ENA.Enabled && len(c.ENA.Drivers) == 0 {
+		errs.Addf("ena.drivers", "must list at least one driver (ENA's is \"ena\") when ena.enabled")
+	}
+	for i, drv := range c.ENA.Drivers {
+		if drv == "" {
+			errs.Addf(fmt.Sprintf("ena.drivers[%d]", i), "must not be empty")
+		}
+	}
+	if c.ENA.Interfaces != "" {
+		if _, err := regexp.Compile(c.ENA.Interfaces); err != nil {
+			errs.Addf("ena.interfaces", "must be a regular expression: %v", err)
+		}
+	}
+	return errs.Err()
+}

@@ -1,0 +1,83 @@
+package conntrack
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nodeagent/nodeagent/agent/config"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want []string // key paths with a problem
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"source", func(c *Config) { c.Source = "kernel" }, []string{"source"}},
+		{"durations", func(c *Config) { c.DNSFlows.Interval = 0; c.DNSFlows.Timeout = time.Millisecond },
+			[]string{"dnsFlows.interval", "dnsFlows.timeout"}},
+		{"timeout over interval", func(c *Config) { c.DNSFlows.Timeout = time.Minute }, []string{"dnsFlows.timeout"}},
+		{"port", func(c *Config) { c.DNSFlows.Port = 70000 }, []string{"dnsFlows.port"}},
+		{"budget", func(c *Config) { c.DNSFlows.MaxTableEntries = -1 }, []string{"dnsFlows.maxTableEntries"}},
+		{"drivers", func(c *Config) { c.ENA.Drivers = nil }, []string{"ena.drivers"}},
+		{"empty driver", func(c *Config) { c.ENA.Drivers = []string{"ena", ""} }, []string{"ena.drivers[1]"}},
+		{"interfaces", func(c *Config) { c.ENA.Interfaces = "eth(" }, []string{"ena.interfaces"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(c)
+			var got []string
+			if err := c.Validate(); err != nil {
+				for _, fe := range err.(config.Errors) {
+					got = append(got, fe.Path)
+				}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("problems at %v, want %v (%v)", got, tc.want, c.Validate())
+			}
+		})
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	t.Parallel()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("enabled: true\ndnsFlows:\n  intervall: 10s\n  timeout: 5\n"), &n); err != nil {
+		t.Fatal(err)
+	}
+	err := config.Decode(&n, DefaultConfig(), "conntrack")
+	if err == nil || !strings.Contains(err.Error(), "conntrack.dnsFlows.intervall") || !strings.Contains(err.Error(), "conntrack.dnsFlows.timeout") {
+		t.Errorf("got %v, want the unknown key and the unitless duration named", err)
+	}
+}
+
+// TestShippedDefaults: the conntrack section of the chart's default config
+// decodes to DefaultConfig().
+func TestShippedDefaults(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../deploy/helm/nodeagent/files/config.yaml")
+	if err != nil {
+		t.Skipf("chart not in this checkout: %v", err)
+	}
+	var doc struct {
+		Conntrack yaml.Node `yaml:"conntrack"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := DefaultConfig()
+	got.DNSFlows.Port = -1 // must be overwritten by the file
+	if err := config.Decode(&doc.Conntrack, got, "conntrack"); err != nil {
+		t.Fatal(err)
+	}
+	if want := DefaultConfig(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the chart's conntrack section differs from DefaultConfig():\nfile: %+v\nGo:   %+v", got, want)
+	}
+}

@@ -1,0 +1,122 @@
+package conntrack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent"
+)
+
+// Name is the feature's name: config section, log attribute, metric subsystem.
+const Name = "conntrack"
+
+// Conntrack is the conntrack and ENA allowance metrics feature.
+type Conntrack struct {
+	cfg *Config
+	log *slog.Logger
+	col *collector
+	dns *dnsCounter
+}
+
+var _ agent.Feature = (*Conntrack)(nil)
+
+// New validates cfg and registers the collector; it opens nothing.
+func New(cfg *Config, deps agent.Deps) (*Conntrack, error) {
+	return newIn(cfg, deps, netns.None())
+}
+
+// newIn builds the feature for network namespace ns (tests pass their own;
+// the agent's is the host's).
+func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle) (*Conntrack, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	col := &collector{
+		d: newDescs(), source: cfg.Source, proc: deps.Host.Proc(), ns: ns,
+		nl: &netlinkStats{ns: ns}, log: log, now: time.Now,
+	}
+	if cfg.ENA.Enabled {
+		col.ena = newENAReader(ns, cfg.ENA)
+	}
+	m, err := newMetrics(deps.Metrics, col)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: register metrics: %w", err)
+	}
+	col.m = m
+	c := &Conntrack{cfg: cfg, log: log, col: col}
+	if cfg.DNSFlows.Enabled {
+		c.dns = newDNSCounter(ns, cfg.DNSFlows.Port)
+	}
+	return c, nil
+}
+
+// Name implements agent.Feature.
+func (c *Conntrack) Name() string { return Name }
+
+// Run counts the DNS flows every dnsFlows.interval until ctx is done; the
+// statistics themselves are read by the collector on each scrape.
+func (c *Conntrack) Run(ctx context.Context) error {
+	defer c.col.nl.close()
+	if c.col.ena != nil {
+		defer c.col.ena.close()
+	}
+	// Say at once where the statistics come from, and why not netlink.
+	c.col.readStats()
+	if c.dns == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c.countDNS()
+		t.Reset(c.cfg.DNSFlows.Interval)
+	}
+}
+
+// countDNS runs one bounded counting pass and publishes its result.
+func (c *Conntrack) countDNS() {
+	entries, ok := c.col.tableEntries()
+	result := resultOK
+	var res *dnsResult
+	switch {
+	case !ok:
+		result = resultNoTable
+	case c.cfg.DNSFlows.MaxTableEntries > 0 && entries > uint64(c.cfg.DNSFlows.MaxTableEntries):
+		result = resultTableTooLarge
+		c.log.Debug("DNS flow count skipped: table larger than dnsFlows.maxTableEntries", "entries", entries,
+			"maxTableEntries", c.cfg.DNSFlows.MaxTableEntries)
+	default:
+		start := time.Now()
+		udp, tcp, err := c.dns.count(start.Add(c.cfg.DNSFlows.Timeout))
+		if err != nil {
+			result = reasonOf(err)
+			c.col.m.readErrors.WithLabelValues("dns_count", result).Inc()
+			c.log.Warn("DNS flow count failed", "reason", result, "err", err)
+			break
+		}
+		res = &dnsResult{udp: udp, tcp: tcp, took: time.Since(start), at: time.Now()}
+	}
+	c.col.m.dnsPasses.WithLabelValues(result).Inc()
+	c.col.mu.Lock()
+	if res != nil {
+		c.col.dns = res
+	}
+	// Without a fresh count the flow gauges go away rather than show old
+	// figures; the last good pass's timestamp stays.
+	c.col.dnsStale = res == nil
+	c.col.mu.Unlock()
+}

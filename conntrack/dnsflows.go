@@ -1,0 +1,243 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ctnetlink constants for the filtered dump (include/uapi/linux/netfilter/
+// nfnetlink_conntrack.h; CTA_FILTER since Linux 5.9).
+const (
+	nfnlSubsysCTNetlink = 1
+	ipctnlMsgCtGet      = 1
+
+	ctaTupleOrig  = 1
+	ctaStatus     = 3
+	ctaFilter     = 25
+	ctaTupleProto = 2
+	ctaProtoNum   = 1
+	ctaProtoDPort = 3
+
+	ctaFilterOrigFlags      = 1
+	ctaFilterFlagProtoNum   = 1 << 3
+	ctaFilterFlagProtoDPort = 1 << 5
+
+	ipsSeenReply = 1 << 1 // IPS_SEEN_REPLY in CTA_STATUS
+
+	nlaTypeMask = 0x3fff // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+)
+
+var (
+	errFilterIgnored = errors.New("the kernel ignored CTA_FILTER (older than Linux 5.9): it dumped entries that do not match")
+	errPassTimeout   = errors.New("counting pass timed out")
+)
+
+// dnsCount is one pass's result for one protocol.
+type dnsCount struct {
+	flows, unreplied uint64
+}
+
+// dnsFilterRequest builds the ctnetlink dump request for the entries whose
+// original tuple is proto (IPPROTO_UDP, IPPROTO_TCP) to port, of one family:
+// CTA_TUPLE_ORIG holds the values, CTA_FILTER the flags saying which of
+// them to compare. The kernel only accepts tuple filters for a family
+// (AF_INET or AF_INET6), so a full count takes four dumps.
+func dnsFilterRequest(family uint8, proto uint8, port uint16, seq uint32) ([]byte, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(ctaTupleOrig, func(t *netlink.AttributeEncoder) error {
+		t.Nested(ctaTupleProto, func(p *netlink.AttributeEncoder) error {
+			p.Uint8(ctaProtoNum, proto)
+			p.Bytes(ctaProtoDPort, binary.BigEndian.AppendUint16(nil, port))
+			return nil
+		})
+		return nil
+	})
+	ae.Nested(ctaFilter, func(f *netlink.AttributeEncoder) error {
+		f.Uint32(ctaFilterOrigFlags, ctaFilterFlagProtoNum|ctaFilterFlagProtoDPort)
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	// nfgenmsg: family, version (NFNETLINK_V0), resource id.
+	data := append([]byte{family, 0, 0, 0}, attrs...)
+	return netlink.Message{
+		Header: netlink.Header{
+			Length:   uint32(unix.NLMSG_HDRLEN + len(data)),
+			Type:     netlink.HeaderType(nfnlSubsysCTNetlink<<8 | ipctnlMsgCtGet),
+			Flags:    netlink.Request | netlink.Dump,
+			Sequence: seq,
+		},
+		Data: data,
+	}.MarshalBinary()
+}
+
+// dnsCounter counts DNS entries with filtered dumps on a raw netlink socket,
+// streaming the answer through one reused buffer: mdlayher/netlink's
+// Conn.Receive gathers a whole multi-part dump in memory, which is what a
+// bounded pass must not do. Memory is the buffer, whatever the table holds.
+type dnsCounter struct {
+	ns   netns.NsHandle
+	port uint16
+	buf  []byte
+	seq  uint32
+}
+
+func newDNSCounter(ns netns.NsHandle, port int) *dnsCounter {
+	return &dnsCounter{ns: ns, port: uint16(port), buf: make([]byte, 64<<10)}
+}
+
+// count runs the four dumps (IPv4 and IPv6, UDP and TCP) and returns the
+// counts by protocol. It gives up at deadline.
+func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
+	var fd int
+	err = inNetNS(d.ns, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	})
+	if err != nil {
+		if fd > 0 {
+			unix.Close(fd)
+		}
+		return udp, tcp, fmt.Errorf("ctnetlink socket: %w", err)
+	}
+	defer unix.Close(fd)
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		for _, p := range []struct {
+			proto uint8
+			out   *dnsCount
+		}{{unix.IPPROTO_UDP, &udp}, {unix.IPPROTO_TCP, &tcp}} {
+			if err := d.dump(fd, family, p.proto, p.out, deadline); err != nil {
+				return udp, tcp, err
+			}
+		}
+	}
+	return udp, tcp, nil
+}
+
+func (d *dnsCounter) dump(fd int, family, proto uint8, out *dnsCount, deadline time.Time) error {
+	d.seq++
+	req, err := dnsFilterRequest(family, proto, d.port, d.seq)
+	if err != nil {
+		return err
+	}
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("send dump request: %w", err)
+	}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errPassTimeout
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		n, _, flags, _, err := unix.Recvmsg(fd, d.buf, nil, 0)
+		switch {
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR) && time.Now().After(deadline):
+			return errPassTimeout
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("receive dump: %w", err)
+		case flags&unix.MSG_TRUNC != 0:
+			return errors.New("receive dump: message larger than the buffer")
+		}
+		done, err := d.tally(d.buf[:n], proto, out)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// tally counts the conntrack entries in one read; done is true at NLMSG_DONE.
+// Every entry is checked against the filter: a kernel without CTA_FILTER
+// dumps everything, and then the count would be the whole table.
+func (d *dnsCounter) tally(b []byte, proto uint8, out *dnsCount) (done bool, err error) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return false, fmt.Errorf("receive dump: bad message length %d", l)
+		}
+		body := b[unix.NLMSG_HDRLEN:l]
+		switch {
+		case typ == unix.NLMSG_DONE:
+			return true, nil
+		case typ == unix.NLMSG_ERROR:
+			if len(body) >= 4 {
+				if errno := -int32(binary.NativeEndian.Uint32(body[0:4])); errno != 0 {
+					return false, fmt.Errorf("dump request: %w", unix.Errno(errno))
+				}
+			}
+		case typ>>8 == nfnlSubsysCTNetlink && len(body) >= 4:
+			gotProto, port, status := entryFacts(body[4:])
+			if gotProto != proto || port != d.port {
+				return false, errFilterIgnored
+			}
+			out.flows++
+			if status&ipsSeenReply == 0 {
+				out.unreplied++
+			}
+		}
+		b = b[min(nlmsgAlign(l), len(b)):]
+	}
+	return false, nil
+}
+
+// entryFacts reads the original tuple's protocol and destination port and
+// the status bits of one entry's attributes.
+func entryFacts(attrs []byte) (proto uint8, port uint16, status uint32) {
+	walkAttrs(attrs, func(typ uint16, v []byte) {
+		switch typ {
+		case ctaTupleOrig:
+			walkAttrs(v, func(typ uint16, v []byte) {
+				if typ != ctaTupleProto {
+					return
+				}
+				walkAttrs(v, func(typ uint16, v []byte) {
+					switch {
+					case typ == ctaProtoNum && len(v) >= 1:
+						proto = v[0]
+					case typ == ctaProtoDPort && len(v) >= 2:
+						port = binary.BigEndian.Uint16(v)
+					}
+				})
+			})
+		case ctaStatus:
+			if len(v) >= 4 {
+				status = binary.BigEndian.Uint32(v)
+			}
+		}
+	})
+	return proto, port, status
+}
+
+// walkAttrs calls fn for each netlink attribute in b. It is the allocation-
+// free walk of the hot path (once per DNS entry); mdlayher/netlink's
+// AttributeDecoder would allocate a decoder per nesting level and entry.
+func walkAttrs(b []byte, fn func(typ uint16, v []byte)) {
+	for len(b) >= unix.NLA_HDRLEN {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		if l < unix.NLA_HDRLEN || l > len(b) {
+			return
+		}
+		fn(binary.NativeEndian.Uint16(b[2:4])&nlaTypeMask, b[unix.NLA_HDRLEN:l])
+		b = b[min(nlaAlign(l), len(b)):]
+	}
+}
+
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+func nlaAlign(n int) int   { return (n + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1) }
