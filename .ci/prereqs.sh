@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 bash dnscache/hack/prereqs.sh
 phase "dnscache prerequisites"
+bash conntrack/hack/prereqs.sh
+phase "conntrack prerequisites"
 deploy/hack/helm.sh >/dev/null
 phase "helm"
 bash deploy/hack/prereqs.sh
