@@ -38,18 +38,18 @@ func TestMetricsREADME(t *testing.T) {
 
 	got := scrape(t, reg)
 	for k, want := range map[string]float64{
-		"nodeagent_conntrack_entries":                                   50000,
-		"nodeagent_conntrack_entries_limit":                             262144,
-		"nodeagent_conntrack_utilization_ratio":                         50000.0 / 262144,
-		"nodeagent_conntrack_clash_resolve_total":                       12,
-		"nodeagent_conntrack_chaintoolong_total":                        4,
-		"nodeagent_conntrack_drop_total":                                154,
-		`nodeagent_conntrack_stats_source{source="procfs"}`:             1,
-		`nodeagent_conntrack_stats_source{source="netlink"}`:            0,
+		"nodeagent_conntrack_entries":                                                  50000,
+		"nodeagent_conntrack_entries_limit":                                            262144,
+		"nodeagent_conntrack_utilization_ratio":                                        50000.0 / 262144,
+		"nodeagent_conntrack_clash_resolve_total":                                      12,
+		"nodeagent_conntrack_chaintoolong_total":                                       4,
+		"nodeagent_conntrack_drop_total":                                               154,
+		`nodeagent_conntrack_stats_source{source="procfs"}`:                            1,
+		`nodeagent_conntrack_stats_source{source="netlink"}`:                           0,
 		`nodeagent_conntrack_ena_linklocal_allowance_exceeded_total{interface="eth0"}`: 4096,
 		`nodeagent_conntrack_ena_conntrack_allowance_available{interface="eth0"}`:      131072,
-		`nodeagent_conntrack_dns_flows{proto="udp"}`:                    10,
-		`nodeagent_conntrack_dns_flows_unreplied{proto="udp"}`:          2,
+		`nodeagent_conntrack_dns_flows{proto="udp"}`:                                   10,
+		`nodeagent_conntrack_dns_flows_unreplied{proto="udp"}`:                         2,
 	} {
 		if got[k] != want {
 			t.Errorf("%s = %v, want %v", k, got[k], want)
