@@ -65,6 +65,7 @@ type Agent struct {
 
 	cfg       atomic.Pointer[FileConfig]
 	lastRead  []byte // the bytes last read from ConfigPath, good or bad
+	readErr   string // the error of the last read, if it failed
 	heartbeat atomic.Int64
 
 	gate       gateState // owned by gateLoop
@@ -183,10 +184,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Load().Agent.ShutdownTimeout)
 	defer cancel()
 	stopFeatures()
+	// A reload in flight finishes first: it may be waiting for an old
+	// instance to drain (bounded by its own shutdownTimeout), and it starts
+	// nothing new once ctx is done. Then every feature is stopped.
+	wg.Wait()
 	if !a.sup.stopAll(sctx) {
 		err = errors.Join(err, errors.New("some features did not stop within agent.shutdownTimeout"))
 	}
-	wg.Wait()
 	return err
 }
 
@@ -252,8 +256,19 @@ func (a *Agent) reloadLoop(ctx, featCtx context.Context) {
 // the last good config stays in force.
 func (a *Agent) reload(ctx, featCtx context.Context) {
 	data, err := os.ReadFile(a.opts.ConfigPath)
-	if err == nil && string(data) == string(a.lastRead) {
-		return
+	if err != nil {
+		// Whatever comes back is looked at afresh, even the same bytes:
+		// then the file in force is on disk again.
+		a.lastRead = nil
+		if err.Error() == a.readErr {
+			return // counted once while it lasts
+		}
+		a.readErr = err.Error()
+	} else {
+		a.readErr = ""
+		if string(data) == string(a.lastRead) {
+			return
+		}
 	}
 	var fc *FileConfig
 	if err == nil {
@@ -290,9 +305,14 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 		if !slices.Contains(changed, s.Name) || a.handover(ctx, featCtx, s, fc.Features[s.Name]) {
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, fc.Agent.ShutdownTimeout)
+		// The old instance drains within shutdownTimeout whatever happens
+		// meanwhile: a SIGTERM now must not cut its drain short.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fc.Agent.ShutdownTimeout)
 		stopped := a.sup.stop(sctx, s.Name)
 		cancel()
+		if ctx.Err() != nil {
+			return // shutting down: start nothing new
+		}
 		if !stopped {
 			a.sup.mark(s.Name, StateFailed, errors.New("previous instance did not stop; restart the agent"))
 			continue

@@ -262,6 +262,53 @@ func TestReloadRejectsEmptyAndTruncatedFiles(t *testing.T) {
 	}
 }
 
+// SIGTERM while a reload waits for the old instance to drain: the drain
+// gets its agent.shutdownTimeout, the agent returns only once it is over,
+// and no new instance starts. (The reload's stop context derived from
+// Run's, so the signal cut the drain short and Run returned under it.)
+func TestSIGTERMDuringReloadLetsTheDrainFinish(t *testing.T) {
+	cm := newConfigMapDir(t, fast+"alpha:\n  drain: 300ms\n")
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "alpha running", func() bool { return h.alpha.runs.Load() == 1 })
+	cm.write(fast + "alpha:\n  drain: 300ms\n  cache: {maxEntries: 7}\n")
+	eventually(t, "the reload cancelled the old alpha", func() bool { return h.alpha.cancelled.Load() == 1 })
+	h.cancel() // SIGTERM
+	if err := <-h.done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	h.done <- nil
+	if got := h.alpha.drained.Load(); got != 1 {
+		t.Errorf("Run returned with the old alpha still draining (%d drains done, want 1)", got)
+	}
+	if got := h.alpha.built.Load(); got != 1 {
+		t.Errorf("alpha built %d times: no new instance may start during shutdown", got)
+	}
+}
+
+// A transient read error (the ConfigMap volume briefly without the file)
+// is counted once; when the same file is back, the config on disk is the
+// one in force again and last_reload_successful says so.
+func TestTransientReadErrorRecovers(t *testing.T) {
+	cm := newConfigMapDir(t, fast)
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "running", func() bool { return h.alpha.runs.Load() == 1 })
+	data := filepath.Join(cm.dir, "..data")
+	must(t, os.Rename(data, data+".away"))
+	eventually(t, "read error counted", func() bool {
+		return testutil.ToFloat64(h.a.metrics.reloadFailures) == 1 && testutil.ToFloat64(h.a.metrics.lastReloadOK) == 0
+	})
+	rounds := h.a.gateRounds.Load()
+	eventually(t, "a few more polls", func() bool { return h.a.gateRounds.Load() > rounds+3 })
+	if got := testutil.ToFloat64(h.a.metrics.reloadFailures); got != 1 {
+		t.Errorf("reload failures = %v while one read error lasts, want 1", got)
+	}
+	must(t, os.Rename(data+".away", data))
+	eventually(t, "last_reload_successful back to 1", func() bool { return testutil.ToFloat64(h.a.metrics.lastReloadOK) == 1 })
+	if h.alpha.built.Load() != 1 {
+		t.Errorf("alpha rebuilt for an unchanged file")
+	}
+}
+
 func TestReloadDisablesAndEnables(t *testing.T) {
 	cm := newConfigMapDir(t, fast)
 	h := start(t, cm.path(), "", nil)

@@ -23,6 +23,8 @@ type testConfig struct {
 	// FailRuns makes Run fail this many times before it serves.
 	FailRuns int  `yaml:"failRuns"`
 	NotReady bool `yaml:"notReady"`
+	// Drain is how long Run takes to return once cancelled.
+	Drain time.Duration `yaml:"drain"`
 }
 
 type testCache struct {
@@ -73,6 +75,7 @@ type testFeature struct {
 	runs  *atomic.Int32
 	built *atomic.Int32
 	m     prometheus.Counter
+	c     *counters
 }
 
 func (f *testFeature) Name() string { return f.name }
@@ -84,6 +87,9 @@ func (f *testFeature) Run(ctx context.Context) error {
 		return errors.New("disk vanished")
 	}
 	<-ctx.Done()
+	f.c.cancelled.Add(1)
+	time.Sleep(f.cfg.Drain) // draining: connections, in-flight work
+	f.c.drained.Add(1)
 	return nil
 }
 
@@ -94,14 +100,14 @@ func (f *testFeature) Ready() error {
 	return nil
 }
 
-// counters records runs and builds per feature name, shared with the test.
-type counters struct{ runs, built atomic.Int32 }
+// counters records runs, builds and drains per feature name, shared with the test.
+type counters struct{ runs, built, cancelled, drained atomic.Int32 }
 
 func testSpec(name string, c *counters) Spec {
 	return Define(name, defaultTestConfig, func(cfg *testConfig, d Deps) (Feature, error) {
 		c.built.Add(1)
 		m := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "nodeagent", Subsystem: name, Name: "runs_total", Help: "Runs."})
 		d.Metrics.MustRegister(m) // registered again on every rebuild: the agent must retire the old one
-		return &testFeature{name: name, cfg: cfg, runs: &c.runs, built: &c.built, m: m}, nil
+		return &testFeature{name: name, cfg: cfg, runs: &c.runs, built: &c.built, m: m, c: c}, nil
 	})
 }
