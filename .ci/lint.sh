@@ -16,7 +16,9 @@ for arch in amd64 arm64; do
 	GOOS=linux GOARCH=$arch go vet ./...
 	GOOS=linux GOARCH=$arch go build -o /dev/null ./cmd/nodeagent
 	(cd e2e && GOOS=linux GOARCH=$arch go vet -tags e2e ./...)
+	(cd e2e/tools/dashboard && GOOS=linux GOARCH=$arch go vet ./...)
 done
 "$staticcheck" ./...
 (cd e2e && "$staticcheck" -tags e2e ./...)
+(cd e2e/tools/dashboard && "$staticcheck" ./...)
 phase "lint (gofmt, vet and build for amd64+arm64, staticcheck)"

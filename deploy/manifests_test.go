@@ -125,6 +125,7 @@ var allOptional = []string{
 	"--set", "podMonitor.enabled=true",
 	"--set", "prometheusRule.enabled=true",
 	"--set", "prometheusRule.additionalAlertLabels.team=platform",
+	"--set", "dashboard.enabled=true",
 	"--set", "podAnnotations.example\\.com/a=b",
 	"--set", "imagePullSecrets[0].name=regcred",
 	"--set", "extraArgs[0]=--log-level=debug",
