@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,8 @@ type authServer struct {
 	tcp     *dns.Server
 	queries atomic.Int64
 	tcpConn atomic.Int64
+	// tcpLive and maxTCPLive count the TCP connections open at once.
+	tcpLive, maxTCPLive atomic.Int64
 	// inflight and maxInflight count queries inside their delay at once.
 	inflight, maxInflight atomic.Int64
 
@@ -45,7 +48,9 @@ type authServer struct {
 	ttl      map[string]uint32
 }
 
-func newAuthServer(t *testing.T) *authServer {
+// newAuthServer starts an authServer; opts adjust its TCP server before it
+// starts (e.g. MaxTCPQueries).
+func newAuthServer(t *testing.T, opts ...func(*dns.Server)) *authServer {
 	t.Helper()
 	a := &authServer{perName: map[string]int{}, servfail: map[string]bool{}, ttl: map[string]uint32{}}
 	var pc net.PacketConn
@@ -71,7 +76,10 @@ func newAuthServer(t *testing.T) *authServer {
 	}
 	h := dns.HandlerFunc(a.serve)
 	a.udp = &dns.Server{PacketConn: pc, Handler: h}
-	a.tcp = &dns.Server{Listener: countingListener{l, &a.tcpConn}, Handler: h}
+	a.tcp = &dns.Server{Listener: countingListener{l, a}, Handler: h}
+	for _, o := range opts {
+		o(a.tcp)
+	}
 	started := make(chan struct{}, 2)
 	a.udp.NotifyStartedFunc = func() { started <- struct{}{} }
 	a.tcp.NotifyStartedFunc = func() { started <- struct{}{} }
@@ -90,15 +98,52 @@ func newAuthServer(t *testing.T) *authServer {
 
 type countingListener struct {
 	net.Listener
-	n *atomic.Int64
+	a *authServer
 }
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
+	if err != nil {
+		return c, err
 	}
-	return c, err
+	l.a.tcpConn.Add(1)
+	n := l.a.tcpLive.Add(1)
+	for m := l.a.maxTCPLive.Load(); n > m && !l.a.maxTCPLive.CompareAndSwap(m, n); m = l.a.maxTCPLive.Load() {
+	}
+	return &countedConn{Conn: c, live: &l.a.tcpLive}, nil
+}
+
+// countedConn counts itself out of the live connections once closed.
+type countedConn struct {
+	net.Conn
+	live *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.live.Add(-1) })
+	return c.Conn.Close()
+}
+
+// burnCPU keeps every CPU busy until the test ends: the load under which
+// races between goroutines show.
+func burnCPU(t *testing.T) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for x := 0; ; x++ {
+				if x%1024 == 0 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
 }
 
 func (a *authServer) count(name string) int {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +23,7 @@ type tcpMux struct {
 
 	mu      sync.Mutex
 	pending map[uint16]chan *dns.Msg
-	err     error // set once the connection failed
+	err     error // set once the connection failed; then it is out of upstream.muxes
 }
 
 // muxTarget is how many queries one connection carries before another is opened.
@@ -32,6 +33,8 @@ const muxTarget = 64
 // was in flight.
 var errUpstreamClosed = errors.New("upstream removed")
 
+// mux returns a live connection to put a query on: the least loaded one, or
+// a new one.
 func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
 	u.mu.Lock()
 	if u.closed {
@@ -75,6 +78,34 @@ func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
 	return mx, nil
 }
 
+// fail retires mx: first it is marked dead and taken out of u.muxes, so no
+// query is put on it any more, then its connection is closed and the
+// queries waiting on it are failed (and asked again on a live connection).
+// Only the first call counts.
+func (u *upstream) fail(mx *tcpMux, err error) {
+	mx.mu.Lock()
+	if mx.err != nil {
+		mx.mu.Unlock()
+		return
+	}
+	if err == nil {
+		err = io.EOF
+	}
+	mx.err = err
+	pending := mx.pending
+	mx.pending = map[uint16]chan *dns.Msg{}
+	mx.mu.Unlock()
+	u.mu.Lock()
+	if i := slices.Index(u.muxes, mx); i >= 0 {
+		u.muxes = slices.Delete(u.muxes, i, i+1)
+	}
+	u.mu.Unlock()
+	mx.conn.Close()
+	for _, ch := range pending {
+		close(ch)
+	}
+}
+
 func (u *upstream) readLoop(mx *tcpMux) {
 	var lenBuf [2]byte
 	buf := make([]byte, 0, 4096)
@@ -103,37 +134,26 @@ func (u *upstream) readLoop(mx *tcpMux) {
 			ch <- m
 		}
 	}
-	mx.conn.Close()
-	mx.mu.Lock()
-	mx.err = err
-	if mx.err == nil {
-		mx.err = io.EOF
-	}
-	for id, ch := range mx.pending {
-		close(ch)
-		delete(mx.pending, id)
-	}
-	mx.mu.Unlock()
-	u.mu.Lock()
-	for i, have := range u.muxes {
-		if have == mx {
-			u.muxes = append(u.muxes[:i], u.muxes[i+1:]...)
-			break
-		}
-	}
-	u.mu.Unlock()
+	u.fail(mx, err)
 }
 
 var errConnClosed = errors.New("upstream closed the connection")
 
+// tcpAttempts bounds how often one query is put on a connection that then
+// closes before answering it.
+const tcpAttempts = 16
+
 // exchangeTCP sends m over a pipelined connection and waits for its answer.
-// It sets m.Id.
+// It sets m.Id. A query on a connection that closes before its answer is
+// asked again on another one, up to tcpAttempts times while ctx lasts: an
+// upstream closes connections after so many queries (miekg/dns's
+// MaxTCPQueries, 128 by default) or when idle, and closing with queries
+// unread resets the connection, which loses the answers already sent too.
+// Asking again is harmless.
 func (u *upstream) exchangeTCP(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		r, err := u.exchangeMux(ctx, m)
-		// A connection the upstream closed while idle fails at once: retry
-		// once on a fresh one.
-		if errors.Is(err, errConnClosed) && attempt == 0 && ctx.Err() == nil {
+		if errors.Is(err, errConnClosed) && ctx.Err() == nil && attempt < tcpAttempts {
 			continue
 		}
 		return r, err
@@ -157,11 +177,12 @@ func (u *upstream) exchangeMux(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 			break
 		}
 	}
-	mx.pending[m.Id] = ch
+	id := m.Id
+	mx.pending[id] = ch
 	mx.mu.Unlock()
 	forget := func() {
 		mx.mu.Lock()
-		delete(mx.pending, m.Id)
+		delete(mx.pending, id)
 		mx.mu.Unlock()
 	}
 
@@ -178,8 +199,7 @@ func (u *upstream) exchangeMux(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 	_, err = mx.conn.Write(frame)
 	mx.wmu.Unlock()
 	if err != nil {
-		forget()
-		mx.conn.Close() // the reader fails everything pending
+		u.fail(mx, err) // fails this query too, with everything pending
 		return nil, errConnClosed
 	}
 

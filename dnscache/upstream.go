@@ -33,9 +33,9 @@ type upstream struct {
 	maxFail int32
 
 	mu      sync.Mutex
-	closed  bool // removed: no new connection may be opened
-	muxes   []*tcpMux
-	max     int // connections per upstream
+	closed  bool      // removed: no new connection may be opened
+	muxes   []*tcpMux // live connections
+	max     int       // connections per upstream
 	readers sync.WaitGroup
 }
 
