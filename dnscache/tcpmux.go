@@ -33,49 +33,84 @@ const muxTarget = 64
 // was in flight.
 var errUpstreamClosed = errors.New("upstream removed")
 
-// mux returns a live connection to put a query on: the least loaded one, or
-// a new one.
+// mux returns a live connection to put a query on: the least loaded one,
+// or a new one while fewer than upstream.maxConns are open or being dialled
+// (counted under u.mu, so a burst of misses cannot open more); when every
+// slot is being dialled it waits for one.
 func (u *upstream) mux(ctx context.Context) (*tcpMux, error) {
-	u.mu.Lock()
-	if u.closed {
-		u.mu.Unlock()
-		return nil, errUpstreamClosed
-	}
-	var best *tcpMux
-	bestN := 0
-	for _, mx := range u.muxes {
-		mx.mu.Lock()
-		n, dead := len(mx.pending), mx.err != nil
-		mx.mu.Unlock()
-		if !dead && (best == nil || n < bestN) {
-			best, bestN = mx, n
+	for {
+		u.mu.Lock()
+		if u.closed {
+			u.mu.Unlock()
+			return nil, errUpstreamClosed
 		}
-	}
-	if best != nil && (bestN < muxTarget || len(u.muxes) >= max(u.max, 1)) {
-		u.mu.Unlock()
-		return best, nil
-	}
-	u.mu.Unlock()
-
-	d := net.Dialer{Timeout: u.timeout}
-	conn, err := d.DialContext(ctx, "tcp", u.name)
-	if err != nil {
-		if best != nil {
+		var best *tcpMux
+		bestN := 0
+		for _, mx := range u.muxes {
+			mx.mu.Lock()
+			n, dead := len(mx.pending), mx.err != nil
+			mx.mu.Unlock()
+			if !dead && (best == nil || n < bestN) {
+				best, bestN = mx, n
+			}
+		}
+		full := len(u.muxes)+u.dialing >= max(u.max, 1)
+		if best != nil && (bestN < muxTarget || full) {
+			u.mu.Unlock()
 			return best, nil
 		}
-		return nil, err
-	}
-	mx := &tcpMux{conn: conn, pending: map[uint16]chan *dns.Msg{}}
-	u.mu.Lock()
-	if u.closed { // removed while dialling: its reader would outlive Run
+		if full { // every slot is being dialled
+			wait := u.changedLocked()
+			u.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		u.dialing++
 		u.mu.Unlock()
-		conn.Close()
-		return nil, errUpstreamClosed
+
+		d := net.Dialer{Timeout: u.timeout}
+		conn, err := d.DialContext(ctx, "tcp", u.name)
+		u.mu.Lock()
+		u.dialing--
+		u.signalLocked()
+		if err != nil {
+			u.mu.Unlock()
+			if best != nil {
+				return best, nil
+			}
+			return nil, err
+		}
+		if u.closed { // removed while dialling: its reader would outlive Run
+			u.mu.Unlock()
+			conn.Close()
+			return nil, errUpstreamClosed
+		}
+		mx := &tcpMux{conn: conn, pending: map[uint16]chan *dns.Msg{}}
+		u.muxes = append(u.muxes, mx)
+		u.mu.Unlock()
+		u.readers.Go(func() { u.readLoop(mx) })
+		return mx, nil
 	}
-	u.muxes = append(u.muxes, mx)
-	u.mu.Unlock()
-	u.readers.Go(func() { u.readLoop(mx) })
-	return mx, nil
+}
+
+// changedLocked returns a channel closed at the next change of u.muxes or
+// u.dialing.
+func (u *upstream) changedLocked() <-chan struct{} {
+	if u.changed == nil {
+		u.changed = make(chan struct{})
+	}
+	return u.changed
+}
+
+func (u *upstream) signalLocked() {
+	if u.changed != nil {
+		close(u.changed)
+		u.changed = nil
+	}
 }
 
 // fail retires mx: first it is marked dead and taken out of u.muxes, so no
@@ -99,6 +134,7 @@ func (u *upstream) fail(mx *tcpMux, err error) {
 	if i := slices.Index(u.muxes, mx); i >= 0 {
 		u.muxes = slices.Delete(u.muxes, i, i+1)
 	}
+	u.signalLocked()
 	u.mu.Unlock()
 	mx.conn.Close()
 	for _, ch := range pending {

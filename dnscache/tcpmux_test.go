@@ -1,20 +1,24 @@
 package dnscache
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestTCPUpstreamClosesConnections: an upstream that closes each TCP
 // connection after a few queries (as miekg's MaxTCPQueries, 128 by default,
 // and CoreDNS's idle timeout do), asked for new names by many clients at
 // once on busy CPUs, costs no SERVFAIL: a closed connection is never reused
-// and the queries it carried are asked again on a live one.
+// and the queries it carried are asked again on a live one. At most
+// upstream.maxConns connections are open at any moment.
 func TestTCPUpstreamClosesConnections(t *testing.T) {
 	t.Parallel()
 	up := newAuthServer(t, func(s *dns.Server) { s.MaxTCPQueries = 10 })
@@ -50,5 +54,41 @@ func TestTCPUpstreamClosesConnections(t *testing.T) {
 	}
 	if up.tcpConn.Load() < clients*each/10 {
 		t.Fatalf("only %d connections opened: the upstream did not close them, the test proves nothing", up.tcpConn.Load())
+	}
+	if n := up.maxTCPLive.Load(); n > int64(cfg.Upstream.MaxConns) {
+		t.Fatalf("%d connections open at once, want at most upstream.maxConns %d", n, cfg.Upstream.MaxConns)
+	}
+}
+
+// TestTCPMaxConns: a burst of queries far beyond what the connections
+// pipeline opens no more than upstream.maxConns connections.
+func TestTCPMaxConns(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t, func(s *dns.Server) { s.MaxTCPQueries = -1 })
+	cfg := testConfig(t, up.addr)
+	cfg.Upstream.Timeout = 5 * time.Second
+	m, err := newMetrics(prometheus.NewRegistry(), newStore(100, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m)
+	defer u.close()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var errs atomic.Int64
+	for i := range 500 {
+		wg.Go(func() {
+			q := new(dns.Msg)
+			q.SetQuestion(fmt.Sprintf("burst%d.example.", i), dns.TypeA)
+			<-start
+			if _, err := u.exchange(context.Background(), q); err != nil {
+				errs.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := up.tcpConn.Load(); n > int64(cfg.Upstream.MaxConns) || errs.Load() != 0 {
+		t.Fatalf("500 concurrent queries opened %d connections (%d failed), want at most upstream.maxConns %d and no failure", n, errs.Load(), cfg.Upstream.MaxConns)
 	}
 }

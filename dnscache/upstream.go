@@ -33,9 +33,11 @@ type upstream struct {
 	maxFail int32
 
 	mu      sync.Mutex
-	closed  bool      // removed: no new connection may be opened
-	muxes   []*tcpMux // live connections
-	max     int       // connections per upstream
+	closed  bool          // removed: no new connection may be opened
+	muxes   []*tcpMux     // live connections
+	dialing int           // connections being dialled
+	changed chan struct{} // closed when muxes or dialing change (see mux)
+	max     int           // connections per upstream, live and dialling
 	readers sync.WaitGroup
 }
 
