@@ -55,6 +55,10 @@ type Config struct {
 	MaxQuerySize int `yaml:"maxQuerySize"`
 	// UDPBufferSize is the EDNS0 buffer size advertised to clients and upstreams.
 	UDPBufferSize int `yaml:"udpBufferSize"`
+	// MaxTCPConnections bounds the client TCP connections open at once: a
+	// new one closes the one idle longest (or is refused when every one is
+	// busy). Each idles out after 10s without a query.
+	MaxTCPConnections int `yaml:"maxTCPConnections"`
 
 	Firewall   FirewallConfig   `yaml:"firewall"`
 	Cache      CacheConfig      `yaml:"cache"`
@@ -170,6 +174,7 @@ func DefaultConfig() *Config {
 		ShutdownGrace:     2 * time.Second,
 		MaxQuerySize:      512,
 		UDPBufferSize:     1232,
+		MaxTCPConnections: 1000,
 		Firewall:          FirewallConfig{Mode: FirewallNftables, Table: "nodeagent-dnscache"},
 		Cache: CacheConfig{
 			MaxEntries:     9984,
@@ -240,6 +245,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UDPBufferSize < 512 || c.UDPBufferSize > 65535 {
 		errs.Addf("udpBufferSize", "must be 512-65535, got %d", c.UDPBufferSize)
+	}
+	if c.MaxTCPConnections < 1 {
+		errs.Addf("maxTCPConnections", "must be >= 1, got %d", c.MaxTCPConnections)
 	}
 	switch c.Firewall.Mode {
 	case FirewallNftables, FirewallIptables, FirewallNone:

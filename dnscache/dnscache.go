@@ -165,29 +165,11 @@ func (c *Cache) Run(ctx context.Context) error {
 	for _, uc := range ls.udp {
 		servers.Go(func() { s.serveUDP(uc, readers, stop) })
 	}
-	var tcpServers []*dns.Server
-	// A server is shut down only once it has started (ShutdownContext on a
-	// server not started yet does nothing, and it would then serve forever)
-	// or once it has returned: each signals one or the other.
-	var tcpUp []chan struct{}
+	var tcpServers []*tcpServer
 	for _, l := range ls.tcp {
-		up := make(chan struct{})
-		var once sync.Once
-		signal := func() { once.Do(func() { close(up) }) }
-		srv := &dns.Server{Listener: l, Handler: s.tcpHandler(), ReadTimeout: c.cfg.Upstream.Timeout,
-			WriteTimeout: c.cfg.Upstream.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
-			NotifyStartedFunc: signal}
+		srv := newTCPServer(s, l)
 		tcpServers = append(tcpServers, srv)
-		tcpUp = append(tcpUp, up)
-		servers.Go(func() {
-			defer signal()
-			if err := srv.ActivateAndServe(); err != nil {
-				c.log.Warn("tcp server stopped", "addr", l.Addr().String(), "err", err)
-			}
-		})
-	}
-	for _, up := range tcpUp {
-		<-up
+		servers.Go(srv.serve)
 	}
 
 	loopCtx, cancelLoops := context.WithCancel(ctx)
@@ -207,7 +189,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	graceCtx, cancelGrace := context.WithTimeout(context.Background(), c.cfg.ShutdownGrace)
 	defer cancelGrace()
 	for _, srv := range tcpServers {
-		srv.ShutdownContext(graceCtx)
+		srv.shutdown(graceCtx)
 	}
 	servers.Wait()
 	close(s.misses)

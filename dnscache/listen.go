@@ -159,17 +159,7 @@ func (s *server) readUDP(c *net.UDPConn) {
 			continue
 		}
 		req := buf[:n]
-		if n > s.cfg.MaxQuerySize {
-			if parseQuery(req[:headerLen], &q) == qeDrop {
-				continue
-			}
-			out = errorResponse(out, req, &q, qeFormErr, dns.RcodeFormatError)
-			s.m.request(nil, protoUDP, 0, dns.RcodeFormatError)
-			c.WriteToUDPAddrPort(out, from)
-			continue
-		}
-		resp, miss, expired := s.answer(req, protoUDP, &q, out)
-		if miss {
+		resp := s.handleQuery(req, protoUDP, &q, out, func(expired *entry) []byte {
 			job := missJob{conn: c, from: from, req: append([]byte(nil), req...), q: q, expired: expired}
 			job.q.key = append([]byte(nil), q.key...)
 			select {
@@ -177,13 +167,33 @@ func (s *server) readUDP(c *net.UDPConn) {
 			default:
 				s.m.dropped.WithLabelValues(dropOverload).Inc()
 			}
-			continue
-		}
+			return nil
+		})
 		if resp != nil {
 			c.WriteToUDPAddrPort(resp, from)
 			out = resp[:0]
 		}
 	}
+}
+
+// handleQuery answers one query as read from the wire, over UDP or TCP
+// alike: FORMERR when it is bigger than maxQuerySize, else what answer
+// says, or on a miss what miss returns (given the expired entry, if any).
+// nil means no answer.
+func (s *server) handleQuery(req []byte, proto int, q *query, out []byte, miss func(expired *entry) []byte) []byte {
+	if len(req) > s.cfg.MaxQuerySize {
+		if len(req) < headerLen || parseQuery(req[:headerLen], q) == qeDrop {
+			s.m.dropped.WithLabelValues(dropMalformed).Inc()
+			return nil
+		}
+		s.m.request(nil, proto, 0, dns.RcodeFormatError)
+		return errorResponse(out, req, q, qeFormErr, dns.RcodeFormatError)
+	}
+	resp, isMiss, expired := s.answer(req, proto, q, out)
+	if isMiss {
+		return miss(expired)
+	}
+	return resp
 }
 
 // missJob is a UDP query that needs an upstream.
@@ -209,22 +219,4 @@ func (s *server) missWorkers(n int, wg *sync.WaitGroup) {
 			}
 		})
 	}
-}
-
-// tcpHandler answers DNS over TCP (miekg/dns reads and frames the messages).
-func (s *server) tcpHandler() dns.Handler {
-	return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		req, err := r.Pack()
-		if err != nil {
-			return
-		}
-		q := query{key: make([]byte, 0, 300)}
-		resp, miss, expired := s.answer(req, protoTCP, &q, nil)
-		if miss {
-			resp = s.resolve(req, protoTCP, &q, expired, nil)
-		}
-		if resp != nil {
-			w.Write(resp)
-		}
-	})
 }

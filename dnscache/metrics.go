@@ -54,6 +54,7 @@ type metrics struct {
 	upstreamHealthy  *prometheus.GaugeVec
 	setupErrors      *prometheus.CounterVec
 	reconciles       prometheus.Counter
+	tcpConns         prometheus.Gauge
 
 	// counters caches requests children per (zone, type, rcode) for cache entries.
 	counters sync.Map
@@ -111,9 +112,10 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 		setupErrors: prometheus.NewCounterVec(prometheus.CounterOpts(opts("setup_errors_total",
 			"Failures to ensure the interface, addresses, firewall rules, listeners or upstream discovery, by reason.")), []string{labelReason}),
 		reconciles: prometheus.NewCounter(prometheus.CounterOpts(opts("setup_reconciles_total", "Times the interface and rules were re-ensured."))),
+		tcpConns:   prometheus.NewGauge(prometheus.GaugeOpts(opts("tcp_connections", "Client TCP connections open (at most maxTCPConnections)."))),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.dropped, m.hits, m.misses, m.stale, m.prefetches, m.coalesced,
-		m.evictions, m.entries, m.bytes, m.upstreamDuration, m.upstreamHealthy, m.setupErrors, m.reconciles} {
+		m.evictions, m.entries, m.bytes, m.upstreamDuration, m.upstreamHealthy, m.setupErrors, m.reconciles, m.tcpConns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestTCPUpstreamClosesConnections: an upstream that closes each TCP
@@ -91,4 +92,48 @@ func TestTCPMaxConns(t *testing.T) {
 	if n := up.tcpConn.Load(); n > int64(cfg.Upstream.MaxConns) || errs.Load() != 0 {
 		t.Fatalf("500 concurrent queries opened %d connections (%d failed), want at most upstream.maxConns %d and no failure", n, errs.Load(), cfg.Upstream.MaxConns)
 	}
+}
+
+// TestTCPClientConnectionCap: at most maxTCPConnections client connections
+// are open; a new one closes the one idle longest, and the others keep
+// being answered.
+func TestTCPClientConnectionCap(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	cfg := testConfig(t, up.addr)
+	cfg.MaxTCPConnections = 3
+	c, _ := startCache(t, cfg)
+	var conns []*dns.Conn
+	for i := range 4 {
+		dc, err := dns.DialTimeout("tcp", addr(cfg), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		conns = append(conns, dc)
+		if _, err := exchangeOn(dc, fmt.Sprintf("conn%d.example.", i)); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	if _, err := exchangeOn(conns[0], "again.example."); err == nil {
+		t.Fatal("the connection idle longest still answers beside 3 others with maxTCPConnections 3")
+	}
+	for i, dc := range conns[1:] {
+		if _, err := exchangeOn(dc, fmt.Sprintf("again%d.example.", i)); err != nil {
+			t.Fatalf("connection %d closed: %v", i+1, err)
+		}
+	}
+	if n := testutil.ToFloat64(c.m.tcpConns); n != 3 {
+		t.Fatalf("tcp_connections = %v, want 3", n)
+	}
+}
+
+func exchangeOn(dc *dns.Conn, name string) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	dc.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := dc.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	return dc.ReadMsg()
 }
