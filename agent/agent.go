@@ -42,6 +42,10 @@ type Options struct {
 	Exec        hostexec.Runner
 	Log         *slog.Logger
 	MetricsAddr string
+	// LastGoodPath, if set, is where the config in force is kept on the
+	// host (e.g. /host/var/lib/nodeagent/last-good-config.yaml): when the
+	// file at ConfigPath is invalid at start, the agent starts from it.
+	LastGoodPath string
 	// ProbeSocket, if set, is a unix socket serving the same endpoints to
 	// `nodeagent probe`: during a surge rollout two agents share MetricsAddr
 	// (SO_REUSEPORT), so only a socket in the pod's own /run tells a pod's
@@ -63,9 +67,12 @@ type Agent struct {
 	metrics *coreMetrics
 	sup     *supervisor
 
-	cfg       atomic.Pointer[FileConfig]
-	lastRead  []byte // the bytes last read from ConfigPath, good or bad
-	readErr   string // the error of the last read, if it failed
+	cfg      atomic.Pointer[FileConfig]
+	lastRead []byte // the bytes last read from ConfigPath, good or bad
+	readErr  string // the error of the last read, if it failed
+	// fallback is why the mounted file was not used at start, when the
+	// agent started from the last good config instead.
+	fallback  error
 	heartbeat atomic.Int64
 
 	gate       gateState // owned by gateLoop
@@ -82,22 +89,22 @@ func New(opts Options) (*Agent, error) {
 		opts.Exec = hostexec.Exec{}
 	}
 	data := opts.DefaultConfig
+	var fc *FileConfig
+	var fallback, err error
 	if opts.ConfigPath != "" {
-		var err error
-		if data, err = os.ReadFile(opts.ConfigPath); err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
+		fc, data, fallback, err = loadConfigFile(opts)
+	} else if fc, err = LoadConfig(data, opts.Specs); err != nil {
+		err = fmt.Errorf("config %s:\n%w", configName(opts.ConfigPath), err)
 	}
-	fc, err := LoadConfig(data, opts.Specs)
 	if err != nil {
-		return nil, fmt.Errorf("config %s:\n%w", configName(opts.ConfigPath), err)
+		return nil, err
 	}
 	reg := opts.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	a := &Agent{opts: opts, log: opts.Log, reg: reg, lastRead: data}
+	a := &Agent{opts: opts, log: opts.Log, reg: reg, lastRead: data, fallback: fallback}
 	a.metrics = newCoreMetrics(reg)
 	a.metrics.buildInfo.WithLabelValues(opts.Version).Set(1)
 	a.metrics.lastReloadOK.Set(1)
@@ -157,6 +164,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.opts.Kube.Start(ctx)
 		defer a.opts.Kube.Stop()
+	}
+	if a.fallback != nil {
+		a.startFromLastGood(a.fallback)
+	} else if a.opts.ConfigPath != "" {
+		a.saveLastGood(a.lastRead)
 	}
 
 	featCtx, stopFeatures := context.WithCancel(context.WithoutCancel(ctx))
@@ -287,6 +299,7 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 		return
 	}
 	a.metrics.lastReloadOK.Set(1)
+	a.saveLastGood(data)
 	if fc.Hash == old.Hash {
 		return
 	}

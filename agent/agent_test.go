@@ -51,26 +51,33 @@ type harness struct {
 // start runs an agent on the config file at path (or data, if path is "").
 func start(t *testing.T, path string, data string, k *kube.Client) *harness {
 	t.Helper()
-	h := &harness{reg: prometheus.NewRegistry(), alpha: &counters{}, beta: &counters{}, done: make(chan error, 1)}
-	a, err := New(Options{
-		ConfigPath:    path,
-		DefaultConfig: []byte(data),
-		Specs:         []Spec{testSpec("alpha", h.alpha), testSpec("beta", h.beta)},
-		NodeName:      "node-1",
-		Registry:      h.reg,
-		Kube:          k,
-		Version:       "test",
-		Log:           testLog(t),
-	})
+	return startWith(t, Options{ConfigPath: path, DefaultConfig: []byte(data), Kube: k})
+}
+
+// startWith runs an agent built from opts, with the test features.
+func startWith(t *testing.T, opts Options) *harness {
+	t.Helper()
+	h, err := newHarness(t, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	return h
+}
+
+func newHarness(t *testing.T, opts Options) (*harness, error) {
+	h := &harness{reg: prometheus.NewRegistry(), alpha: &counters{}, beta: &counters{}, done: make(chan error, 1)}
+	opts.Specs = []Spec{testSpec("alpha", h.alpha), testSpec("beta", h.beta)}
+	opts.NodeName, opts.Registry, opts.Version, opts.Log = "node-1", h.reg, "test", testLog(t)
+	a, err := New(opts)
+	if err != nil {
+		return nil, err
 	}
 	h.a = a
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- a.Run(ctx) }()
 	t.Cleanup(h.stop)
-	return h
+	return h, nil
 }
 
 func (h *harness) stop() {
@@ -307,6 +314,58 @@ func TestTransientReadErrorRecovers(t *testing.T) {
 	if h.alpha.built.Load() != 1 {
 		t.Errorf("alpha rebuilt for an unchanged file")
 	}
+}
+
+// A bad config at first start crash-looped every node. The config in force
+// is kept on the host; an agent that finds the mounted file invalid starts
+// from it, loudly, and takes the next good file as usual.
+func TestStartsFromLastGoodConfigWhenMountedOneIsInvalid(t *testing.T) {
+	lastGood := filepath.Join(t.TempDir(), "var", "lib", "nodeagent", "last-good-config.yaml")
+	good := fast + "alpha:\n  cache: {maxEntries: 7}\n"
+	cm := newConfigMapDir(t, good)
+	h := startWith(t, Options{ConfigPath: cm.path(), LastGoodPath: lastGood})
+	eventually(t, "the good config kept on the host", func() bool {
+		b, _ := os.ReadFile(lastGood)
+		return string(b) == good
+	})
+	h.stop()
+
+	cm.write(fast + "alpha:\n  cache: {maxEntries: -1}\n") // the bad ConfigMap reaches the node
+	// No copy: the error says so, and the agent does not start.
+	if _, err := newHarness(t, Options{ConfigPath: cm.path(), LastGoodPath: lastGood + ".none"}); err == nil ||
+		!strings.Contains(err.Error(), "no last good config at") || !strings.Contains(err.Error(), "alpha.cache.maxEntries") {
+		t.Fatalf("nothing to start from: New = %v", err)
+	}
+	if _, err := newHarness(t, Options{ConfigPath: cm.path()}); err == nil {
+		t.Fatal("without a last good config, an invalid file must not start")
+	}
+
+	api := kubetest.New(t, newNode())
+	h = startWith(t, Options{ConfigPath: cm.path(), LastGoodPath: lastGood, Kube: kubeClient(t, api)})
+	if c := h.a.Config().Features["alpha"].(*testConfig); c.Cache.MaxEntries != 7 {
+		t.Fatalf("alpha maxEntries = %d, want 7 from the last good config", c.Cache.MaxEntries)
+	}
+	eventually(t, "alpha running", func() bool { return h.alpha.runs.Load() == 1 })
+	eventually(t, "a Warning Event naming the bad key", func() bool {
+		return hasEvent(api, corev1.EventTypeWarning, "ConfigRejected", "alpha.cache.maxEntries")
+	})
+	if testutil.ToFloat64(h.a.metrics.lastGoodInUse) != 1 || testutil.ToFloat64(h.a.metrics.lastReloadOK) != 0 {
+		t.Errorf("last_good_in_use = %v, last_reload_successful = %v; want 1 and 0",
+			testutil.ToFloat64(h.a.metrics.lastGoodInUse), testutil.ToFloat64(h.a.metrics.lastReloadOK))
+	}
+	rounds := h.a.gateRounds.Load()
+	eventually(t, "a few polls of the same bad file", func() bool { return h.a.gateRounds.Load() > rounds+3 })
+	if got := testutil.ToFloat64(h.a.metrics.reloadFailures); got != 1 {
+		t.Errorf("reload failures = %v, want the bad file counted once", got)
+	}
+
+	fixed := fast + "alpha:\n  cache: {maxEntries: 9}\n"
+	cm.write(fixed)
+	eventually(t, "the fixed file applied and kept", func() bool {
+		b, _ := os.ReadFile(lastGood)
+		return h.a.Config().Features["alpha"].(*testConfig).Cache.MaxEntries == 9 && string(b) == fixed &&
+			testutil.ToFloat64(h.a.metrics.lastGoodInUse) == 0 && testutil.ToFloat64(h.a.metrics.lastReloadOK) == 1
+	})
 }
 
 func TestReloadDisablesAndEnables(t *testing.T) {

@@ -22,6 +22,7 @@ type coreMetrics struct {
 	reloads         prometheus.Counter
 	reloadFailures  prometheus.Counter
 	lastReloadOK    prometheus.Gauge
+	lastGoodInUse   prometheus.Gauge
 	configInfo      *prometheus.GaugeVec
 	nodeReady       prometheus.Gauge
 	buildInfo       *prometheus.GaugeVec
@@ -53,6 +54,10 @@ func newCoreMetrics(reg prometheus.Registerer) *coreMetrics {
 			Namespace: "nodeagent", Subsystem: "config", Name: "last_reload_successful",
 			Help: "1 when the config file on disk is the one in force, 0 while a rejected file is there.",
 		}),
+		lastGoodInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "nodeagent", Subsystem: "config", Name: "last_good_in_use",
+			Help: "1 while the agent runs from the last good config kept on the host, the mounted file having been invalid at start.",
+		}),
 		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "nodeagent", Subsystem: "config", Name: "info",
 			Help: "1, labelled with the hash of the config in force.",
@@ -66,7 +71,7 @@ func newCoreMetrics(reg prometheus.Registerer) *coreMetrics {
 			Help: "1, labelled with the agent's version.",
 		}, []string{labelVersion}),
 	}
-	reg.MustRegister(m.featureUp, m.featureReady, m.featureRestarts, m.reloads, m.reloadFailures, m.lastReloadOK,
+	reg.MustRegister(m.featureUp, m.featureReady, m.featureRestarts, m.reloads, m.reloadFailures, m.lastReloadOK, m.lastGoodInUse,
 		m.configInfo, m.nodeReady, m.buildInfo)
 	return m
 }

@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		nodeName    = fs.String("node-name", os.Getenv("NODE_NAME"), "Kubernetes node this agent runs on (default $NODE_NAME, else the hostname)")
 		hostRoot    = fs.String("host-root", "/", "where the host's / is mounted (e.g. /host in the DaemonSet)")
 		metricsAddr = fs.String("metrics-addr", ":9910", "address for /metrics, /healthz and /readyz (\"\" = off)")
+		lastGood    = fs.String("last-good-config", "", "keep the config in force in this file (a host path the agent owns, e.g. /host/var/lib/nodeagent/last-good-config.yaml) and start from it when --config is invalid (\"\" = off)")
 		probeSocket = fs.String("probe-socket", "", "unix socket serving /healthz and /readyz to `nodeagent probe` (\"\" = off)")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = fs.String("log-format", "json", "json or text")
@@ -126,6 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Exec:          hostexec.Exec{},
 		Log:           log,
 		MetricsAddr:   *metricsAddr,
+		LastGoodPath:  *lastGood,
 		ProbeSocket:   *probeSocket,
 		Version:       version,
 		Kube:          kc,
