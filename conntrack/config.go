@@ -3,6 +3,7 @@ package conntrack
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/nodeagent/nodeagent/agent/config"
@@ -37,7 +38,17 @@ type DNSFlowsConfig struct {
 	// MaxTableEntries skips a pass when the table holds more entries: the
 	// kernel walks the whole table for each filtered dump.
 	MaxTableEntries int `yaml:"maxTableEntries"`
+	// Families are the address families counted (ipv4, ipv6): each costs
+	// two walks of the whole table (UDP, TCP), so an IPv4-only cluster
+	// halves a pass with [ipv4].
+	Families []string `yaml:"families"`
 }
+
+// Address families.
+const (
+	FamilyIPv4 = "ipv4"
+	FamilyIPv6 = "ipv6"
+)
 
 // ENAConfig selects the interfaces whose allowance counters are read.
 type ENAConfig struct {
@@ -60,7 +71,8 @@ func DefaultConfig() *Config {
 			Interval:        30 * time.Second,
 			Timeout:         2 * time.Second,
 			Port:            53,
-			MaxTableEntries: 2_000_000,
+			MaxTableEntries: 1_000_000,
+			Families:        []string{FamilyIPv4, FamilyIPv6},
 		},
 		ENA: ENAConfig{
 			Enabled: true,
@@ -94,6 +106,16 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxTableEntries < 0 {
 		errs.Addf("dnsFlows.maxTableEntries", "must be >= 0 (0: no limit), got %d", d.MaxTableEntries)
+	}
+	if len(d.Families) == 0 {
+		errs.Addf("dnsFlows.families", "must list ipv4, ipv6 or both")
+	}
+	for i, f := range d.Families {
+		if f != FamilyIPv4 && f != FamilyIPv6 {
+			errs.Addf(fmt.Sprintf("dnsFlows.families[%d]", i), "must be ipv4 or ipv6, got %q", f)
+		} else if slices.Index(d.Families, f) != i {
+			errs.Addf(fmt.Sprintf("dnsFlows.families[%d]", i), "%s is listed twice", f)
+		}
 	}
 	if c.ENA.Enabled && len(c.ENA.Drivers) == 0 {
 		errs.Addf("ena.drivers", "must list at least one driver (ENA's is \"ena\") when ena.enabled")

@@ -53,7 +53,7 @@ func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle) (*Conntrack, error) 
 	col.m = m
 	c := &Conntrack{cfg: cfg, log: log, col: col}
 	if cfg.DNSFlows.Enabled {
-		c.dns = newDNSCounter(ns, cfg.DNSFlows.Port)
+		c.dns = newDNSCounter(ns, cfg.DNSFlows)
 	}
 	return c, nil
 }

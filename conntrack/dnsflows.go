@@ -84,18 +84,28 @@ func dnsFilterRequest(family uint8, proto uint8, port uint16, seq uint32) ([]byt
 // Conn.Receive gathers a whole multi-part dump in memory, which is what a
 // bounded pass must not do. Memory is the buffer, whatever the table holds.
 type dnsCounter struct {
-	ns   netns.NsHandle
-	port uint16
-	buf  []byte
-	seq  uint32
+	ns       netns.NsHandle
+	port     uint16
+	families []uint8
+	buf      []byte
+	seq      uint32
 }
 
-func newDNSCounter(ns netns.NsHandle, port int) *dnsCounter {
-	return &dnsCounter{ns: ns, port: uint16(port), buf: make([]byte, 64<<10)}
+func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
+	d := &dnsCounter{ns: ns, port: uint16(cfg.Port), buf: make([]byte, 64<<10)}
+	for _, f := range cfg.Families {
+		if f == FamilyIPv6 {
+			d.families = append(d.families, unix.AF_INET6)
+		} else {
+			d.families = append(d.families, unix.AF_INET)
+		}
+	}
+	return d
 }
 
-// count runs the four dumps (IPv4 and IPv6, UDP and TCP) and returns the
-// counts by protocol. It gives up at deadline.
+// count runs two dumps (UDP, TCP) per family, one after the other (each
+// walks the whole table on one CPU), and returns the counts by protocol. It
+// gives up at deadline.
 func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
 	var fd int
 	err = inNetNS(d.ns, func() error {
@@ -113,7 +123,7 @@ func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
 		return udp, tcp, fmt.Errorf("ctnetlink socket: %w", err)
 	}
 	defer unix.Close(fd)
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+	for _, family := range d.families {
 		for _, p := range []struct {
 			proto uint8
 			out   *dnsCount

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testDeps(t *testing.T, root string) (agent.Deps, *prometheus.Registry) {
+func testDeps(t testing.TB, root string) (agent.Deps, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	level := slog.LevelWarn
@@ -34,7 +34,7 @@ func testDeps(t *testing.T, root string) (agent.Deps, *prometheus.Registry) {
 
 // scrape gathers reg once and returns every sample by name and labels
 // ("name" or `name{k="v",...}` in label order).
-func scrape(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+func scrape(t testing.TB, reg prometheus.Gatherer) map[string]float64 {
 	t.Helper()
 	fams, err := reg.Gather()
 	if err != nil {

@@ -43,7 +43,7 @@ type testNS struct {
 	handle netns.NsHandle
 }
 
-func newTestNS(t *testing.T) *testNS {
+func newTestNS(t testing.TB) *testNS {
 	t.Helper()
 	name := fmt.Sprintf("ctt-%d-%d", os.Getpid(), rand.IntN(1<<20))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
@@ -63,7 +63,7 @@ func newTestNS(t *testing.T) *testNS {
 	return n
 }
 
-func (n *testNS) mustRun(t *testing.T, args ...string) string {
+func (n *testNS) mustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
 	if err != nil {
@@ -73,7 +73,7 @@ func (n *testNS) mustRun(t *testing.T, args ...string) string {
 }
 
 // track makes the namespace's conntrack count: it only does once a rule uses it.
-func (n *testNS) track(t *testing.T) {
+func (n *testNS) track(t testing.TB) {
 	t.Helper()
 	n.mustRun(t, "iptables", "-A", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED,RELATED", "-j", "ACCEPT")
 }
