@@ -253,7 +253,10 @@ func TestRootNotrack(t *testing.T) {
 
 // TestRootTableFullDrops lowers nf_conntrack_max (global, compared with each
 // namespace's own count) to this namespace's count for as short as it can,
-// restores it, and checks that the new flows were dropped and counted.
+// restores it, and checks that the new flows were dropped and counted. Other
+// tests on the machine run in namespaces of their own at the same time: this
+// one first fills its table with 20,000 entries (over ctnetlink, in a few
+// milliseconds) so that the lowered limit stays above what theirs hold.
 func TestRootTableFullDrops(t *testing.T) {
 	needRoot(t)
 	ns := newTestNS(t)
@@ -261,13 +264,17 @@ func TestRootTableFullDrops(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.ENA.Enabled = false
 	_, reg := startIn(t, ns, cfg)
-	if err := ns.udpFlows(t, 20, "127.0.0.1:5353"); err != nil {
+	const fill = 20_000
+	if err := inject(ns, fill, 100); err != nil {
 		t.Fatal(err)
 	}
 	before := scrape(t, reg)
 	entries := before["nodeagent_conntrack_entries"]
-	if entries < 20 {
-		t.Fatalf("entries = %v, want >= 20", entries)
+	if entries < fill {
+		t.Fatalf("entries = %v, want >= %d", entries, fill)
+	}
+	if limit := before["nodeagent_conntrack_entries_limit"]; limit <= entries {
+		t.Skipf("nf_conntrack_max %v is not above this namespace's %v entries", limit, entries)
 	}
 
 	const maxPath = "/proc/sys/net/netfilter/nf_conntrack_max"

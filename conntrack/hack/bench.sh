@@ -15,5 +15,10 @@ if [[ $(id -u) -ne 0 ]]; then
 	echo "bench-conntrack needs root (network namespaces, nf_conntrack_max)" >&2
 	exit 1
 fi
+# The benchmark raises the global nf_conntrack_max for its million entries and
+# restores it itself; restore it here too should the test binary be killed.
+max_path=/proc/sys/net/netfilter/nf_conntrack_max
+orig_max=$(cat "$max_path")
+trap 'echo "$orig_max" >"$max_path"' EXIT
 NODE_EXPORTER=$NODEAGENT_CACHE/bin/node_exporter go test -count=1 -run '^$' \
 	-bench '^BenchmarkMillionEntries$' -benchtime 1x -timeout 20m ./conntrack
