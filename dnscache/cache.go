@@ -28,6 +28,9 @@ type entry struct {
 	// reqs counts answers from this entry, per protocol (udp, tcp); shared
 	// by every entry with the same zone, type and rcode.
 	reqs *[2]prometheus.Counter
+	// reqsOf made reqs: an entry handed over from the previous instance
+	// (see takeOver) counts on the current one's metrics instead.
+	reqsOf *metrics
 
 	ttl         uint32
 	hits        atomic.Int32
@@ -55,7 +58,7 @@ func (e *entry) extend(expire int64, ttl uint32) *entry {
 		ttls[i] = ttlSlot{off: t.off, ttl: ttl}
 	}
 	return &entry{
-		key: e.key, wire: e.wire, ttls: ttls, expire: expire, stale: e.stale, zone: e.zone, reqs: e.reqs,
+		key: e.key, wire: e.wire, ttls: ttls, expire: expire, stale: e.stale, zone: e.zone, reqs: e.reqs, reqsOf: e.reqsOf,
 		ttl: ttl, rcode: e.rcode, good: e.good, extended: true,
 	}
 }

@@ -62,20 +62,23 @@ func New(cfg *Config, deps agent.Deps) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st := newStore(cfg.Cache.MaxEntries, cfg.Cache.MaxBytes)
-	m, err := newMetrics(deps.Metrics, st)
-	if err != nil {
-		return nil, fmt.Errorf("dnscache: register metrics: %w", err)
-	}
 	zones := []string{cfg.ClusterDNS.Domain, "."}
 	zones = append(zones, cfg.ClusterDNS.ReverseZones...)
 	for _, z := range cfg.Zones {
 		zones = append(zones, z.Name)
 	}
-	return &Cache{
-		cfg: cfg, deps: deps, log: log, m: m, st: st, r: newRouter(zones),
+	c := &Cache{
+		cfg: cfg, deps: deps, log: log, st: newStore(cfg.Cache.MaxEntries, cfg.Cache.MaxBytes), r: newRouter(zones),
 		addrs: cfg.servedAddrs(), ns: netns.None(), serving: errNotReady,
-	}, nil
+	}
+	// The store may be replaced by the one of the instance this one takes
+	// over from (see takeOver) before Run.
+	m, err := newMetrics(deps.Metrics, func() *store { return c.st })
+	if err != nil {
+		return nil, fmt.Errorf("dnscache: register metrics: %w", err)
+	}
+	c.m = m
+	return c, nil
 }
 
 // Name implements agent.Feature.

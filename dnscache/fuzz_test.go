@@ -35,7 +35,7 @@ func FuzzRequest(f *testing.F) {
 
 	cfg := DefaultConfig()
 	st := newStore(1000, 1<<20)
-	m, err := newMetrics(prometheus.NewRegistry(), st)
+	m, err := newMetrics(prometheus.NewRegistry(), storeOf(st))
 	if err != nil {
 		f.Fatal(err)
 	}

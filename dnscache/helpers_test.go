@@ -349,3 +349,5 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func storeOf(st *store) func() *store { return func() *store { return st } }

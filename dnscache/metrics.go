@@ -81,7 +81,7 @@ func (m *metrics) requestCounters(z *zone, qtype uint16, rcode int) *[2]promethe
 	return v.(*[2]prometheus.Counter)
 }
 
-func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, st func() *store) (*metrics, error) {
 	opts := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}
 	}
@@ -97,11 +97,11 @@ func newMetrics(reg prometheus.Registerer, st *store) (*metrics, error) {
 		prefetches: prometheus.NewCounter(prometheus.CounterOpts(opts("cache_prefetches_total", "Popular entries refreshed before expiry."))),
 		coalesced:  prometheus.NewCounter(prometheus.CounterOpts(opts("cache_coalesced_total", "Misses that joined an identical upstream query already in flight."))),
 		evictions: prometheus.NewCounterFunc(prometheus.CounterOpts(opts("cache_evictions_total", "Entries evicted to stay within the entry and byte bounds.")),
-			func() float64 { return float64(st.evictions.Load()) }),
+			func() float64 { return float64(st().evictions.Load()) }),
 		entries: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("cache_entries", "Entries in the cache.")),
-			func() float64 { return float64(st.entries.Load()) }),
+			func() float64 { return float64(st().entries.Load()) }),
 		bytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("cache_size_bytes", "Approximate memory held by cache entries.")),
-			func() float64 { return float64(st.bytes.Load()) }),
+			func() float64 { return float64(st().bytes.Load()) }),
 		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "upstream_request_duration_seconds",
 			Help:    "Duration of queries to upstreams, by upstream and response code (timeout and error for failures).",

@@ -17,7 +17,7 @@ func TestMetricsREADME(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	st := newStore(10, 1<<20)
-	m, err := newMetrics(reg, st)
+	m, err := newMetrics(reg, storeOf(st))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,7 @@ func (s *server) write(out []byte, e *entry, req []byte, q *query, proto int, no
 			resp = truncate(resp, limit)
 		}
 	}
-	if e.reqs != nil {
+	if e.reqs != nil && e.reqsOf == s.m {
 		e.reqs[proto].Inc()
 	} else {
 		s.m.request(e.zone, proto, q.qtype, int(e.rcode))
@@ -251,7 +251,7 @@ func (s *server) fetch(key []byte) (fetched, error) {
 		return fetched{}, err
 	}
 	e.zone = z
-	e.reqs = s.m.requestCounters(z, qtype, int(e.rcode))
+	e.reqs, e.reqsOf = s.m.requestCounters(z, qtype, int(e.rcode)), s.m
 	if ttl > 0 && !s.st.put(e, now) {
 		// A SERVFAIL does not replace a good entry.
 		if old := s.st.get(key, now); old != nil && old.good {

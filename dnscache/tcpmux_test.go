@@ -68,7 +68,7 @@ func TestTCPMaxConns(t *testing.T) {
 	up := newAuthServer(t, func(s *dns.Server) { s.MaxTCPQueries = -1 })
 	cfg := testConfig(t, up.addr)
 	cfg.Upstream.Timeout = 5 * time.Second
-	m, err := newMetrics(prometheus.NewRegistry(), newStore(100, 1<<20))
+	m, err := newMetrics(prometheus.NewRegistry(), storeOf(newStore(100, 1<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -486,7 +486,7 @@ func TestRemovedUpstreamNotRedialled(t *testing.T) {
 	t.Parallel()
 	up := newAuthServer(t)
 	cfg := testConfig(t, up.addr)
-	m, err := newMetrics(prometheus.NewRegistry(), newStore(100, 1<<20))
+	m, err := newMetrics(prometheus.NewRegistry(), storeOf(newStore(100, 1<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}

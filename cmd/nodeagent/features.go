@@ -11,9 +11,7 @@ import (
 func features() []agent.Spec {
 	return []agent.Spec{
 		agent.Unbuilt("raid"),
-		agent.OnDisable(agent.Define("dnscache", dnscache.DefaultConfig,
-			func(c *dnscache.Config, d agent.Deps) (agent.Feature, error) { return dnscache.New(c, d) }),
-			dnscache.Teardown),
+		dnscache.Spec(),
 		agent.Unbuilt("imagewarm"),
 		agent.Unbuilt("interrupt"),
 		agent.Define("conntrack", conntrack.DefaultConfig,

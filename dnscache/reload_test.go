@@ -1,0 +1,130 @@
+package dnscache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodeagent/nodeagent/agent"
+)
+
+// reloadConfig is an agent config file running dnscache on 127.0.0.1.
+func reloadConfig(port int, up string, timeout time.Duration) string {
+	return fmt.Sprintf(`agent:
+  reloadInterval: 1s
+  readiness: {gatingFeatures: [dnscache]}
+dnscache:
+  enabled: true
+  manageInterface: false
+  addresses: ["127.0.0.1"]
+  port: %d
+  firewall: {mode: none}
+  clusterDNS: {addresses: ["%s"]}
+  node: {addresses: ["%s"]}
+  upstream: {timeout: %s}
+`, port, up, up, timeout)
+}
+
+// TestReloadKeepsAnswering: a changed dnscache section, applied by the agent
+// under load, loses no query (the new instance serves before the old one
+// stops) and keeps the cache (no cached name is asked upstream again).
+func TestReloadKeepsAnswering(t *testing.T) {
+	t.Parallel()
+	up := newAuthServer(t)
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(reloadConfig(port, up.addr, 400*time.Millisecond)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deps, _ := testDeps(t)
+	reg := prometheus.NewRegistry()
+	a, err := agent.New(agent.Options{ConfigPath: path, Specs: []agent.Spec{Spec()}, Registry: reg, Log: deps.Log, Host: deps.Host, Exec: deps.Exec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	srv := fmt.Sprintf("127.0.0.1:%d", port)
+	eventually(t, 10*time.Second, "the cache to serve", func() bool {
+		r, _, err := (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(new(dns.Msg).SetQuestion("up.example.", dns.TypeA), srv)
+		return err == nil && r.Rcode == dns.RcodeSuccess
+	})
+	const names = 50
+	for i := range names {
+		ask(t, srv, fmt.Sprintf("warm%d.example.", i), dns.TypeA)
+	}
+	warm := up.queries.Load()
+	misses := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "nodeagent_dnscache_cache_misses_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	if m := misses(); m < names {
+		t.Fatalf("cache_misses_total %v after %d misses", m, names)
+	}
+
+	var sent, lost atomic.Int64
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	for i := range 8 {
+		load.Go(func() {
+			dc, err := dns.Dial("udp", srv)
+			if err != nil {
+				lost.Add(1)
+				return
+			}
+			defer dc.Close()
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				m := new(dns.Msg).SetQuestion(fmt.Sprintf("warm%d.example.", (i*7+j)%names), dns.TypeA)
+				dc.SetDeadline(time.Now().Add(2 * time.Second))
+				sent.Add(1)
+				if dc.WriteMsg(m) != nil {
+					lost.Add(1)
+					continue
+				}
+				if r, err := dc.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+					lost.Add(1)
+				}
+			}
+		})
+	}
+	eventually(t, 5*time.Second, "load", func() bool { return sent.Load() > 200 })
+	hash := a.Config().Hash
+	if err := os.WriteFile(path, []byte(reloadConfig(port, up.addr, 500*time.Millisecond)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the reload", func() bool { return a.Config().Hash != hash })
+	// The new instance's counters start at zero and are registered once
+	// the old instance has stopped: then the misses read below the warm-up's.
+	eventually(t, 20*time.Second, "the old instance to stop", func() bool { m := misses(); return m >= 0 && m < names })
+	at := sent.Load()
+	eventually(t, 5*time.Second, "load on the new instance alone", func() bool { return sent.Load() > at+200 })
+	close(stop)
+	load.Wait()
+	t.Logf("reload under load: %d queries, %d lost, %d upstream queries after the warm-up", sent.Load(), lost.Load(), up.queries.Load()-warm)
+	if lost.Load() != 0 {
+		t.Errorf("%d of %d queries lost across the reload", lost.Load(), sent.Load())
+	}
+	if n := up.queries.Load() - warm; n != 0 {
+		t.Errorf("%d cached names asked upstream again: the cache was not kept", n)
+	}
+}
