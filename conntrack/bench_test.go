@@ -106,9 +106,13 @@ func BenchmarkMillionEntries(b *testing.B) {
 	// The DNS-flow count pass: both families (the default), and IPv4 only.
 	var passes []time.Duration
 	var maxRSS int64
-	for _, fams := range [][]string{{FamilyIPv4, FamilyIPv6}, {FamilyIPv4}} {
+	for _, v := range []struct{ fams, protos []string }{
+		{[]string{FamilyIPv4, FamilyIPv6}, []string{ProtoUDP, ProtoTCP}},
+		{[]string{FamilyIPv4}, []string{ProtoUDP, ProtoTCP}},
+		{[]string{FamilyIPv4}, []string{ProtoUDP}},
+	} {
 		dc := cfg.DNSFlows
-		dc.Families = fams
+		dc.Families, dc.Protocols = v.fams, v.protos
 		counter := newDNSCounter(ns.handle, dc)
 		var d []time.Duration
 		var extraRSS []int64
@@ -129,8 +133,8 @@ func BenchmarkMillionEntries(b *testing.B) {
 			passes = d
 		}
 		maxRSS = max(maxRSS, slices.Max(extraRSS))
-		rows = append(rows, benchRow{name: fmt.Sprintf("nodeagent DNS-flow count pass, %s (%d udp, %d unreplied, %d tcp)",
-			strings.Join(fams, "+"), udp.flows, udp.unreplied, tcp.flows), d: d, rss: extraRSS})
+		rows = append(rows, benchRow{name: fmt.Sprintf("nodeagent DNS-flow count pass, %s %s (%d udp, %d unreplied, %d tcp)",
+			strings.Join(v.fams, "+"), strings.Join(v.protos, "+"), udp.flows, udp.unreplied, tcp.flows), d: d, rss: extraRSS})
 	}
 
 	// conntrack -L -p udp --dport 53 | wc -l

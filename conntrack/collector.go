@@ -23,8 +23,10 @@ type collector struct {
 	nl     *netlinkStats
 	ena    enaSource // nil when disabled
 	m      *metrics
-	log    *slog.Logger
-	now    func() time.Time
+	// dnsProtos are the protocols the DNS pass counts (dnsFlows.protocols).
+	dnsProtos []string
+	log       *slog.Logger
+	now       func() time.Time
 
 	mu       sync.Mutex
 	last     string // source of the previous scrape, to log changes once
@@ -84,12 +86,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	r, stale := c.dns, c.dnsStale
 	c.mu.Unlock()
 	if r != nil && !stale {
-		for _, p := range []struct {
-			name string
-			n    dnsCount
-		}{{"udp", r.udp}, {"tcp", r.tcp}} {
-			ch <- prometheus.MustNewConstMetric(c.d.dnsFlows, prometheus.GaugeValue, float64(p.n.flows), p.name)
-			ch <- prometheus.MustNewConstMetric(c.d.dnsUnreplied, prometheus.GaugeValue, float64(p.n.unreplied), p.name)
+		for _, p := range c.dnsProtos {
+			n := r.udp
+			if p == ProtoTCP {
+				n = r.tcp
+			}
+			ch <- prometheus.MustNewConstMetric(c.d.dnsFlows, prometheus.GaugeValue, float64(n.flows), p)
+			ch <- prometheus.MustNewConstMetric(c.d.dnsUnreplied, prometheus.GaugeValue, float64(n.unreplied), p)
 		}
 	}
 	if r != nil {

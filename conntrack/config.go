@@ -42,7 +42,16 @@ type DNSFlowsConfig struct {
 	// two walks of the whole table (UDP, TCP), so an IPv4-only cluster
 	// halves a pass with [ipv4].
 	Families []string `yaml:"families"`
+	// Protocols are the transports counted (udp, tcp), again two walks each
+	// with both families.
+	Protocols []string `yaml:"protocols"`
 }
+
+// Transports counted.
+const (
+	ProtoUDP = "udp"
+	ProtoTCP = "tcp"
+)
 
 // Address families.
 const (
@@ -73,6 +82,7 @@ func DefaultConfig() *Config {
 			Port:            53,
 			MaxTableEntries: 1_000_000,
 			Families:        []string{FamilyIPv4, FamilyIPv6},
+			Protocols:       []string{ProtoUDP, ProtoTCP},
 		},
 		ENA: ENAConfig{
 			Enabled: true,
@@ -107,16 +117,8 @@ func (c *Config) Validate() error {
 	if d.MaxTableEntries < 0 {
 		errs.Addf("dnsFlows.maxTableEntries", "must be >= 0 (0: no limit), got %d", d.MaxTableEntries)
 	}
-	if len(d.Families) == 0 {
-		errs.Addf("dnsFlows.families", "must list ipv4, ipv6 or both")
-	}
-	for i, f := range d.Families {
-		if f != FamilyIPv4 && f != FamilyIPv6 {
-			errs.Addf(fmt.Sprintf("dnsFlows.families[%d]", i), "must be ipv4 or ipv6, got %q", f)
-		} else if slices.Index(d.Families, f) != i {
-			errs.Addf(fmt.Sprintf("dnsFlows.families[%d]", i), "%s is listed twice", f)
-		}
-	}
+	validateSet(&errs, "dnsFlows.families", d.Families, FamilyIPv4, FamilyIPv6)
+	validateSet(&errs, "dnsFlows.protocols", d.Protocols, ProtoUDP, ProtoTCP)
 	if c.ENA.Enabled && len(c.ENA.Drivers) == 0 {
 		errs.Addf("ena.drivers", "must list at least one driver (ENA's is \"ena\") when ena.enabled")
 	}
@@ -131,4 +133,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errs.Err()
+}
+
+// validateSet checks that list holds one or both of a and b, each once.
+func validateSet(errs *config.Errors, key string, list []string, a, b string) {
+	if len(list) == 0 {
+		errs.Addf(key, "must list %s, %s or both", a, b)
+	}
+	for i, v := range list {
+		if v != a && v != b {
+			errs.Addf(fmt.Sprintf("%s[%d]", key, i), "must be %s or %s, got %q", a, b, v)
+		} else if slices.Index(list, v) != i {
+			errs.Addf(fmt.Sprintf("%s[%d]", key, i), "%s is listed twice", v)
+		}
+	}
 }

@@ -28,6 +28,7 @@ func TestValidate(t *testing.T) {
 		{"budget", func(c *Config) { c.DNSFlows.MaxTableEntries = -1 }, []string{"dnsFlows.maxTableEntries"}},
 		{"families", func(c *Config) { c.DNSFlows.Families = []string{"ipv4", "ip6", "ipv4"} },
 			[]string{"dnsFlows.families[1]", "dnsFlows.families[2]"}},
+		{"protocols", func(c *Config) { c.DNSFlows.Protocols = []string{"sctp"} }, []string{"dnsFlows.protocols[0]"}},
 		{"no families", func(c *Config) { c.DNSFlows.Families = nil }, []string{"dnsFlows.families"}},
 		{"drivers", func(c *Config) { c.ENA.Drivers = nil }, []string{"ena.drivers"}},
 		{"empty driver", func(c *Config) { c.ENA.Drivers = []string{"ena", ""} }, []string{"ena.drivers[1]"}},

@@ -41,7 +41,7 @@ func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle) (*Conntrack, error) 
 	}
 	col := &collector{
 		d: newDescs(), source: cfg.Source, proc: deps.Host.Proc(), ns: ns,
-		nl: &netlinkStats{ns: ns}, log: log, now: time.Now,
+		nl: &netlinkStats{ns: ns}, log: log, now: time.Now, dnsProtos: cfg.DNSFlows.Protocols,
 	}
 	if cfg.ENA.Enabled {
 		col.ena = newENAReader(ns, cfg.ENA)

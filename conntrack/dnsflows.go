@@ -87,6 +87,7 @@ type dnsCounter struct {
 	ns       netns.NsHandle
 	port     uint16
 	families []uint8
+	protos   []uint8
 	buf      []byte
 	seq      uint32
 }
@@ -100,10 +101,17 @@ func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
 			d.families = append(d.families, unix.AF_INET)
 		}
 	}
+	for _, p := range cfg.Protocols {
+		if p == ProtoTCP {
+			d.protos = append(d.protos, unix.IPPROTO_TCP)
+		} else {
+			d.protos = append(d.protos, unix.IPPROTO_UDP)
+		}
+	}
 	return d
 }
 
-// count runs two dumps (UDP, TCP) per family, one after the other (each
+// count runs one dump per family and protocol, one after the other (each
 // walks the whole table on one CPU), and returns the counts by protocol. It
 // gives up at deadline.
 func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
@@ -124,11 +132,12 @@ func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
 	}
 	defer unix.Close(fd)
 	for _, family := range d.families {
-		for _, p := range []struct {
-			proto uint8
-			out   *dnsCount
-		}{{unix.IPPROTO_UDP, &udp}, {unix.IPPROTO_TCP, &tcp}} {
-			if err := d.dump(fd, family, p.proto, p.out, deadline); err != nil {
+		for _, proto := range d.protos {
+			out := &udp
+			if proto == unix.IPPROTO_TCP {
+				out = &tcp
+			}
+			if err := d.dump(fd, family, proto, out, deadline); err != nil {
 				return udp, tcp, err
 			}
 		}
