@@ -334,3 +334,9 @@ func (c *Client) SetCondition(ctx context.Context, cond corev1.NodeCondition) er
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
 	return c.patchNode(ctx, types.StrategicMergePatchType, patch, "status")
 }
+
+// RemoveLabel removes one label from the Node (a merge patch with null).
+func (c *Client) RemoveLabel(ctx context.Context, key string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: nil}}})
+	return c.patchNode(ctx, types.MergePatchType, patch)
+}

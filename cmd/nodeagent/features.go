@@ -4,13 +4,14 @@ import (
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/conntrack"
 	"github.com/nodeagent/nodeagent/dnscache"
+	"github.com/nodeagent/nodeagent/raid"
 )
 
 // features lists every feature this build has, in start order. A feature
 // not built yet keeps its config section reserved with agent.Unbuilt.
 func features() []agent.Spec {
 	return []agent.Spec{
-		agent.Unbuilt("raid"),
+		raid.Spec(),
 		dnscache.Spec(),
 		agent.Unbuilt("imagewarm"),
 		agent.Unbuilt("interrupt"),

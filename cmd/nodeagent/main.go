@@ -5,6 +5,7 @@
 //	nodeagent config validate FILE    check a config file; exit 1 naming every bad key
 //	nodeagent config default          print the built-in default config
 //	nodeagent probe healthz|readyz    ask the agent in this pod (the DaemonSet's exec probes)
+//	nodeagent raid status|ensure      the raid feature's disks, decision, array and mount; ensure acts
 //	nodeagent version                 print the version
 package main
 
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "probe":
 			return probeCmd(ctx, args[1:], stderr)
+		case "raid":
+			return raidCmd(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("nodeagent", flag.ContinueOnError)
@@ -77,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: nodeagent [flags]\n       nodeagent config validate FILE | config default\n       nodeagent version\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: nodeagent [flags]\n       nodeagent config validate FILE | config default\n       nodeagent raid status|ensure [--config FILE] [--host-root DIR] [--json]\n       nodeagent version\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -77,7 +77,7 @@ func TestCommandLine(t *testing.T) {
 	must(t, os.WriteFile(good, []byte("agent:\n  reloadInterval: 5s\n"), 0o644))
 	must(t, os.WriteFile(bad, []byte("agent:\n  reloadInterval: 5\n"), 0o644))
 	unbuilt := filepath.Join(dir, "unbuilt.yaml")
-	must(t, os.WriteFile(unbuilt, []byte("raid:\n  enabled: true\n"), 0o644))
+	must(t, os.WriteFile(unbuilt, []byte("raid:\n  enabled: true\n  array: {chunkKiB: 100}\n"), 0o644))
 
 	for _, tc := range []struct {
 		name     string
@@ -96,11 +96,16 @@ func TestCommandLine(t *testing.T) {
 		{"unknown flag", []string{"--bogus"}, 2, "", "flag provided but not defined: -bogus"},
 		{"bad log level", []string{"--log-level", "loud"}, 2, "", "--log-level: must be debug, info, warn or error"},
 		{"bad log format", []string{"--log-format", "xml"}, 2, "", "--log-format: must be json or text"},
-		{"bad config file", []string{"--config", unbuilt, "--metrics-addr", ""}, 2, "", "raid.enabled: this build of nodeagent has no raid feature yet"},
+		{"bad config file", []string{"--config", unbuilt, "--metrics-addr", ""}, 2, "", "raid.array.chunkKiB: must be a power of two from 4 to 65536, got 100"},
 		{"missing kubeconfig", []string{"--kubeconfig", filepath.Join(dir, "nope")}, 2, "", "--kubeconfig"},
 		{"probe without agent", []string{"probe", "readyz", "--socket", filepath.Join(dir, "none.sock")}, 1, "", "nodeagent probe readyz:"},
 		{"probe usage", []string{"probe", "alive"}, 2, "", "usage: nodeagent probe"},
 		{"stray argument", []string{"run"}, 2, "", `unexpected argument "run"`},
+		{"raid status explains", []string{"raid", "status", "--config", "", "--host-root", "../../raid/testdata/no_disks"}, 1,
+			`decision: no_disks`, ""},
+		{"raid ensure refuses when disabled", []string{"raid", "ensure", "--config", "", "--host-root", "../../raid/testdata/no_disks"}, 1,
+			"", "raid is not enabled in the config (the built-in default)"},
+		{"raid usage", []string{"raid"}, 2, "", "usage: nodeagent raid status|ensure"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
