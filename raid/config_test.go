@@ -1,14 +1,13 @@
 package raid
 
 import (
-	"os"
-	"reflect"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/nodeagent/nodeagent/agent/config"
+	"github.com/nodeagent/nodeagent/agent/featuretest"
 )
 
 func TestValidate(t *testing.T) {
@@ -72,22 +71,7 @@ func TestValidate(t *testing.T) {
 // decodes to DefaultConfig().
 func TestShippedDefaults(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../deploy/helm/nodeagent/files/config.yaml")
-	if err != nil {
-		t.Skipf("chart not in this checkout: %v", err)
-	}
-	var doc struct {
-		Raid yaml.Node `yaml:"raid"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
 	got := DefaultConfig()
 	got.Array.ChunkKiB = -1 // must be overwritten by the file
-	if err := config.Decode(&doc.Raid, got, "raid"); err != nil {
-		t.Fatal(err)
-	}
-	if want := DefaultConfig(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("the chart's raid section differs from DefaultConfig():\nfile: %+v\nGo:   %+v", got, want)
-	}
+	featuretest.ShippedDefaults(t, "../deploy/helm/nodeagent/files/config.yaml", "raid", got, DefaultConfig())
 }
