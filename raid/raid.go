@@ -26,6 +26,10 @@ const DefaultLockPath = "/run/nodeagent/raid.lock"
 
 var errNotYet = errors.New("raid: disks not checked yet")
 
+// labelUnknown makes the first sync write (or remove) the label whatever a
+// previous process left.
+const labelUnknown = "\x00unknown"
+
 // Feature is the raid feature.
 type Feature struct {
 	cfg  *Config
@@ -41,7 +45,7 @@ type Feature struct {
 	ready    error
 	last     *Report
 	reported string // the last decision reported as an Event
-	labelled string // the Node label value this process set
+	labelled string // the Node label value this process set; labelUnknown at start
 	started  time.Time
 	timed    bool // setup duration recorded
 }
@@ -60,7 +64,7 @@ func New(cfg *Config, deps agent.Deps) (*Feature, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: DefaultLockPath, ready: errNotYet}
+	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: DefaultLockPath, ready: errNotYet, labelled: labelUnknown}
 	if deps.Metrics != nil {
 		m, err := newMetrics(deps.Metrics, f)
 		if err != nil {
@@ -183,8 +187,9 @@ func (f *Feature) event(typ, reason, action, note string, args ...any) {
 	}
 }
 
-// syncLabel sets the Node label to the layout when ready and removes it when
-// a ready mount went away; it writes only on change.
+// syncLabel sets the Node label to the layout when ready and removes it
+// otherwise; it writes only on change (the client also skips writes the
+// watched Node already shows).
 func (f *Feature) syncLabel(ctx context.Context, rep *Report, ready error) {
 	if f.kube == nil || f.cfg.NodeLabel == "" {
 		return

@@ -309,6 +309,15 @@ func (c *Client) SetLabel(ctx context.Context, key, value string) error {
 	return c.patchNode(ctx, types.MergePatchType, patch)
 }
 
+// RemoveLabel removes one label from the Node (a merge patch with null; the
+// API server treats removing a missing label as no change). It does not
+// consult the watched copy: right after a SetLabel that copy may not show
+// the label yet, and the removal would be skipped. Callers remove on change.
+func (c *Client) RemoveLabel(ctx context.Context, key string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: nil}}})
+	return c.patchNode(ctx, types.MergePatchType, patch)
+}
+
 // SetCondition sets one condition in the Node's status. The transition time
 // moves only when the status changes, as kubelet does; nothing is sent when
 // the Node already has the condition with this status, reason and message.
@@ -333,10 +342,4 @@ func (c *Client) SetCondition(ctx context.Context, cond corev1.NodeCondition) er
 	// conditions merge by type in a strategic merge patch.
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
 	return c.patchNode(ctx, types.StrategicMergePatchType, patch, "status")
-}
-
-// RemoveLabel removes one label from the Node (a merge patch with null).
-func (c *Client) RemoveLabel(ctx context.Context, key string) error {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: nil}}})
-	return c.patchNode(ctx, types.MergePatchType, patch)
 }
