@@ -62,7 +62,11 @@ func (f *Feature) Ensure(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = f.act(ctx, rep)
+	// Once started, the steps run to the end (each bounded by
+	// commandTimeout): a SIGTERM or a reload between mdadm --create and
+	// mkfs would leave an array without a filesystem, which nodeagent then
+	// refuses to format.
+	err = f.act(context.WithoutCancel(ctx), rep)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, err
 }
