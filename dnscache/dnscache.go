@@ -49,8 +49,9 @@ type Cache struct {
 }
 
 var (
-	_ agent.Feature      = (*Cache)(nil)
-	_ agent.ReadyChecker = (*Cache)(nil)
+	_ agent.Feature          = (*Cache)(nil)
+	_ agent.ReadyChecker     = (*Cache)(nil)
+	_ agent.DegradedReporter = (*Cache)(nil)
 )
 
 // New validates cfg and allocates the cache; it starts nothing.
@@ -103,6 +104,19 @@ func (c *Cache) setServing(err error) {
 	c.mu.Lock()
 	c.serving = err
 	c.mu.Unlock()
+}
+
+// Degraded names the zones whose upstreams are all down (agent.DegradedReporter):
+// /readyz shows them, without making the node not ready once it started
+// (their names SERVFAIL or are served stale until an upstream is back).
+func (c *Cache) Degraded() []string {
+	var out []string
+	for _, z := range c.r.zones {
+		if down, names := z.down(); down {
+			out = append(out, fmt.Sprintf("zone %s: every upstream down (%s)", z.name, strings.Join(names, ", ")))
+		}
+	}
+	return out
 }
 
 // missingUpstreams names the first zone without upstreams, and why.
@@ -559,7 +573,7 @@ func (c *Cache) setUpstreams(zoneName string, addrs []netip.AddrPort, proto stri
 			}
 		}
 		if shared == nil {
-			shared = newUpstream(a, proto, c.cfg.Upstream, c.m)
+			shared = newUpstream(a, proto, c.cfg.Upstream, c.m, c.log)
 		}
 		next = append(next, shared)
 	}

@@ -3,6 +3,7 @@ package dnscache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,7 @@ func TestTCPMaxConns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m)
+	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m, slog.New(slog.DiscardHandler))
 	defer u.close()
 	start := make(chan struct{})
 	var wg sync.WaitGroup

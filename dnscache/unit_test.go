@@ -490,7 +490,7 @@ func TestRemovedUpstreamNotRedialled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m)
+	u := newUpstream(netip.MustParseAddrPort(up.addr), ProtoTCP, cfg.Upstream, m, slog.New(slog.DiscardHandler))
 	defer u.closeConns()
 	q := new(dns.Msg)
 	q.SetQuestion("before.example.", dns.TypeA)

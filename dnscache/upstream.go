@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -27,6 +28,7 @@ type upstream struct {
 	proto   string
 	timeout time.Duration
 	m       *metrics
+	log     *slog.Logger
 
 	fails   atomic.Int32
 	down    atomic.Bool
@@ -41,8 +43,8 @@ type upstream struct {
 	readers sync.WaitGroup
 }
 
-func newUpstream(addr netip.AddrPort, proto string, uc UpstreamConfig, m *metrics) *upstream {
-	u := &upstream{addr: addr, name: addr.String(), proto: proto, timeout: uc.Timeout, m: m, maxFail: int32(uc.MaxFails), max: uc.MaxConns}
+func newUpstream(addr netip.AddrPort, proto string, uc UpstreamConfig, m *metrics, log *slog.Logger) *upstream {
+	u := &upstream{addr: addr, name: addr.String(), proto: proto, timeout: uc.Timeout, m: m, log: log, maxFail: int32(uc.MaxFails), max: uc.MaxConns}
 	m.upstreamHealthy.WithLabelValues(u.name).Set(1)
 	return u
 }
@@ -81,16 +83,21 @@ func (u *upstream) exchangeUDP(ctx context.Context, m *dns.Msg) (*dns.Msg, error
 	return r, err
 }
 
+// succeeded and failed record the outcome of a query; each transition
+// between up and down is logged once.
 func (u *upstream) succeeded() {
 	u.fails.Store(0)
 	if u.down.CompareAndSwap(true, false) {
 		u.m.upstreamHealthy.WithLabelValues(u.name).Set(1)
+		u.log.Info("upstream up again", "upstream", u.name, "protocol", u.proto)
 	}
 }
 
-func (u *upstream) failed() {
+func (u *upstream) failed(err error) {
 	if u.fails.Add(1) >= u.maxFail && u.down.CompareAndSwap(false, true) {
 		u.m.upstreamHealthy.WithLabelValues(u.name).Set(0)
+		u.log.Warn("upstream down; tried last until a health check passes", "upstream", u.name, "protocol", u.proto,
+			"consecutiveFailures", u.fails.Load(), "err", err)
 	}
 }
 
@@ -153,15 +160,15 @@ func (z *zone) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 			u.succeeded()
 			return r, nil
 		}
-		u.failed()
 		if err == nil {
 			if r.Rcode == dns.RcodeServerFailure {
 				servfail = r
 			}
 			lastErr = fmt.Errorf("%s: %s", u.name, dns.RcodeToString[r.Rcode])
-			continue
+		} else {
+			lastErr = fmt.Errorf("%s: %w", u.name, err)
 		}
-		lastErr = fmt.Errorf("%s: %w", u.name, err)
+		u.failed(lastErr)
 	}
 	if servfail != nil {
 		return servfail, nil // every upstream failed, one with SERVFAIL: pass it on
@@ -170,6 +177,19 @@ func (z *zone) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		lastErr = ctx.Err()
 	}
 	return nil, lastErr
+}
+
+// down reports whether every upstream of the zone is down, and names them.
+func (z *zone) down() (bool, []string) {
+	ups := z.upstreams()
+	names := make([]string, 0, len(ups))
+	for _, u := range ups {
+		if !u.down.Load() {
+			return false, nil
+		}
+		names = append(names, u.name)
+	}
+	return len(ups) > 0, names
 }
 
 // router maps names to zones, longest zone first.
