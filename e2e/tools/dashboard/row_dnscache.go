@@ -32,6 +32,8 @@ func dnscacheRow() row {
 			q(`sum by (upstream, rcode) (`+rate(dur+"_count")+`)`, "{{upstream}} {{rcode}}")),
 		ts("Upstreams healthy", "short", "1 while an upstream is healthy, 0 after upstream.maxFails failures (alert NodeagentDNSUpstreamUnhealthy).",
 			q(`min by (upstream) (nodeagent_dnscache_upstream_healthy`+sel()+`)`, "{{upstream}}")),
+		ts("Client TCP connections", "short", "Client TCP connections open, by node (bounded by maxTCPConnections).",
+			q(`nodeagent_dnscache_tcp_connections`+sel(), "{{node}}")),
 		ts("Dropped queries", "reqps", "Packets not answered: malformed, or overload (too many in flight).",
 			q(`sum by (node, reason) (`+rate("nodeagent_dnscache_dropped_requests_total")+`)`, "{{node}} {{reason}}")),
 		ts("Setup errors and reconciles", "short", "Failures to ensure the interface, rules, listeners or upstream Service, by reason; and reconciles.",
