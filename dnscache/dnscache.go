@@ -618,10 +618,11 @@ func teardown(ctx context.Context, cfg *Config, deps agent.Deps, ns netns.NsHand
 			errs = append(errs, err)
 		}
 	}
+	foreign := false
 	if cfg.ManageInterface {
 		h, err := netlinkHandle(ns)
 		if err == nil {
-			err = removeInterface(h, cfg.InterfaceName, cfg.InterfaceType)
+			foreign, err = removeInterface(h, cfg.InterfaceName, cfg.InterfaceType)
 			h.Close()
 		}
 		if err != nil {
@@ -632,7 +633,11 @@ func teardown(ctx context.Context, cfg *Config, deps agent.Deps, ns netns.NsHand
 		return fmt.Errorf("dnscache teardown: %w", err)
 	}
 	if deps.Log != nil {
-		deps.Log.Info("removed interface and rules", "interface", cfg.InterfaceName)
+		if foreign {
+			deps.Log.Info("removed the rules; interface left in place: the agent did not create it (e.g. node-local-dns's)", "interface", cfg.InterfaceName)
+		} else {
+			deps.Log.Info("removed interface and rules", "interface", cfg.InterfaceName)
+		}
 	}
 	return nil
 }

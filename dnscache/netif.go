@@ -28,6 +28,12 @@ func netlinkHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 	return netlink.NewHandle()
 }
 
+// interfaceAlias marks an interface the agent created (IFLA_IFALIAS, shown
+// by `ip -d link` as "alias"): Teardown removes only an interface carrying
+// it, never one of the same name made by someone else (node-local-dns's
+// own nodelocaldns).
+const interfaceAlias = "nodeagent-dnscache: created by nodeagent, removed when dnscache is disabled"
+
 // ensureInterface makes the dummy interface exist, be up and hold addrs (as
 // /32 or /128, without duplicate address detection). It reports whether it
 // changed anything.
@@ -45,7 +51,11 @@ func ensureInterface(h *netlink.Handle, name, kind string, addrs []netip.Addr) (
 			return false, &setupError{reasonInterface, fmt.Errorf("add %s %s: %w", kind, name, err)}
 		}
 		changed = true
-		link, err = h.LinkByName(name)
+		if link, err = h.LinkByName(name); err == nil {
+			if err := h.LinkSetAlias(link, interfaceAlias); err != nil {
+				return changed, &setupError{reasonInterface, fmt.Errorf("mark %s as the agent's: %w", name, err)}
+			}
+		}
 	}
 	if err != nil {
 		return changed, &setupError{reasonInterface, fmt.Errorf("find %s: %w", name, err)}
@@ -86,18 +96,23 @@ func ensureInterface(h *netlink.Handle, name, kind string, addrs []netip.Addr) (
 	return changed, nil
 }
 
-// removeInterface deletes the interface if it exists.
-func removeInterface(h *netlink.Handle, name, kind string) error {
+// removeInterface deletes the interface if it exists and the agent created
+// it (it carries interfaceAlias). It reports whether one was left in place
+// because it is someone else's.
+func removeInterface(h *netlink.Handle, name, kind string) (foreign bool, err error) {
 	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
+	}
+	if link.Attrs().Alias != interfaceAlias {
+		return true, nil
 	}
 	if link.Type() != kind {
-		return fmt.Errorf("%s is a %s interface, not %s: not deleting it", name, link.Type(), kind)
+		return false, fmt.Errorf("%s is a %s interface, not %s: not deleting it", name, link.Type(), kind)
 	}
-	return h.LinkDel(link)
+	return false, h.LinkDel(link)
 }

@@ -160,7 +160,7 @@ func (e nsExec) Run(ctx context.Context, c hostexec.Cmd) ([]byte, error) {
 	return hostexec.Exec{}.Run(ctx, c)
 }
 
-func rootConfig(t *testing.T, up *authServer) *Config {
+func rootConfig(t *testing.T, ns *testNS, up *authServer) *Config {
 	cfg := DefaultConfig()
 	cfg.Enabled = true
 	cfg.ReconcileInterval = time.Second
@@ -168,14 +168,15 @@ func rootConfig(t *testing.T, up *authServer) *Config {
 	cfg.Node.Addresses = []string{up.addr}
 	cfg.Upstream.Timeout = 500 * time.Millisecond
 	cfg.ShutdownGrace = time.Second
-	cfg.InterfaceType = linkKind(t)
+	cfg.InterfaceType = linkKind(t, ns)
 	return cfg
 }
 
 // linkKind is dummy where the kernel has the driver, else a port-less bridge
-// (some VM kernels are built without CONFIG_DUMMY).
-func linkKind(t *testing.T) string {
-	h, err := netlink.NewHandle()
+// (some VM kernels are built without CONFIG_DUMMY). It probes inside the
+// test's namespace: a root test never touches the host's.
+func linkKind(t *testing.T, ns *testNS) string {
+	h, err := netlink.NewHandleAt(ns.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestRootInterfaceAndRules(t *testing.T) {
 	needRoot(t, "nft", "conntrack")
 	ns := newTestNS(t)
 	up := newAuthServer(t)
-	cfg := rootConfig(t, up)
+	cfg := rootConfig(t, ns, up)
 	srv := "169.254.20.10:53"
 
 	deps, _ := testDeps(t)
@@ -315,7 +316,7 @@ func TestRootIptablesMode(t *testing.T) {
 	needRoot(t, "iptables", "iptables-save")
 	ns := newTestNS(t)
 	up := newAuthServer(t)
-	cfg := rootConfig(t, up)
+	cfg := rootConfig(t, ns, up)
 	cfg.Firewall.Mode = FirewallIptables
 	deps, _ := testDeps(t)
 	deps.Exec = nsExec{ns.name}
@@ -354,7 +355,7 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 	needRoot(t)
 	ns := newTestNS(t)
 	up := newAuthServer(t)
-	cfg := rootConfig(t, up)
+	cfg := rootConfig(t, ns, up)
 	cfg.Firewall.Mode = FirewallNone
 	srv := "169.254.20.10:53"
 
@@ -432,7 +433,7 @@ func TestRootIPv6(t *testing.T) {
 			needRoot(t, bins...)
 			ns := newTestNS(t)
 			up := newAuthServer(t)
-			cfg := rootConfig(t, up)
+			cfg := rootConfig(t, ns, up)
 			cfg.Addresses = []string{"169.254.20.10", v6}
 			cfg.Firewall.Mode = mode
 			deps, _ := testDeps(t)
@@ -499,4 +500,80 @@ func TestRootIPv6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRootForeignInterfaceLeftAlone: an interface the agent did not create
+// (node-local-dns's own nodelocaldns, same name, same address) is never
+// removed. Next to node-local-dns, the agent's default config (dnscache
+// disabled) leaves it serving; migrating from node-local-dns, the cache
+// serves on the interface left behind, and disabling it later removes the
+// agent's rules but not that interface. An interface the agent created is
+// marked (its alias) and removed.
+func TestRootForeignInterfaceLeftAlone(t *testing.T) {
+	needRoot(t, "nft")
+	ns := newTestNS(t)
+	up := newAuthServer(t)
+	cfg := rootConfig(t, ns, up)
+	deps, _ := testDeps(t)
+	// node-local-dns's set-up: its interface and address, and its server.
+	ns.mustRun(t, "ip", "link", "add", cfg.InterfaceName, "type", cfg.InterfaceType)
+	ns.mustRun(t, "ip", "addr", "add", "169.254.20.10/32", "dev", cfg.InterfaceName)
+	ns.mustRun(t, "ip", "link", "set", cfg.InterfaceName, "up")
+	stopNLD := ns.serveUDP(t, "169.254.20.10:53", up)
+	foreignUp := func() bool {
+		out, err := ns.run(t, "ip", "-br", "addr", "show", "dev", cfg.InterfaceName)
+		return err == nil && strings.Contains(out, "169.254.20.10")
+	}
+
+	t.Run("next to node-local-dns, disabled", func(t *testing.T) {
+		off := DefaultConfig()
+		off.InterfaceType = cfg.InterfaceType
+		if err := teardown(context.Background(), off, deps, ns.handle); err != nil {
+			t.Fatal(err)
+		}
+		if !foreignUp() {
+			t.Fatal("disabling dnscache removed node-local-dns's interface")
+		}
+		if r, err := ns.query(t, "udp", "169.254.20.10:53", "nld.example."); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("node-local-dns stopped answering: %v", err)
+		}
+	})
+
+	t.Run("migrating from node-local-dns", func(t *testing.T) {
+		stopNLD() // node-local-dns removed, with -skipteardown: its interface stays
+		stop := runInNS(t, cfg, deps, ns)
+		if r, err := ns.query(t, "udp", "169.254.20.10:53", "migrated.example."); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("the cache does not serve on the interface left behind: %v", err)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+			t.Fatal(err)
+		}
+		if !foreignUp() {
+			t.Fatal("teardown removed an interface the agent did not create")
+		}
+		if _, err := ns.run(t, "nft", "list", "table", "inet", cfg.Firewall.Table); err == nil {
+			t.Fatal("teardown left the agent's own table")
+		}
+	})
+
+	t.Run("created by the agent", func(t *testing.T) {
+		ns.mustRun(t, "ip", "link", "del", cfg.InterfaceName)
+		deps, _ := testDeps(t)
+		stop := runInNS(t, cfg, deps, ns)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if out := ns.mustRun(t, "ip", "-d", "link", "show", cfg.InterfaceName); !strings.Contains(out, interfaceAlias) {
+			t.Fatalf("the interface the agent created carries no mark:\n%s", out)
+		}
+		if err := teardown(context.Background(), cfg, deps, ns.handle); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ns.run(t, "ip", "link", "show", cfg.InterfaceName); err == nil {
+			t.Fatal("teardown left the interface the agent created")
+		}
+	})
 }
