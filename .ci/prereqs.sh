@@ -10,6 +10,8 @@ bash dnscache/hack/prereqs.sh
 phase "dnscache prerequisites"
 bash conntrack/hack/prereqs.sh
 phase "conntrack prerequisites"
+bash interrupt/hack/prereqs.sh
+phase "interrupt prerequisites"
 deploy/hack/helm.sh >/dev/null
 phase "helm"
 bash deploy/hack/prereqs.sh

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -49,6 +50,7 @@ func init() {
 	// Registering two groups in a private scheme: cheap, and no I/O.
 	must(corev1.AddToScheme(scheme))
 	must(eventsv1.AddToScheme(scheme))
+	must(policyv1.AddToScheme(scheme))
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 }
 
@@ -65,6 +67,7 @@ type Client struct {
 
 	core   rest.Interface // /api/v1
 	events rest.Interface // /apis/events.k8s.io/v1
+	policy rest.Interface // /apis/policy/v1
 	log    *slog.Logger
 	queue  chan *eventsv1.Event
 	done   chan struct{}
@@ -116,7 +119,11 @@ func New(cfg *rest.Config, node string, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{NodeName: node, core: core, events: events, log: log}
+	policy, err := restClient(cfg, "/apis", policyv1.SchemeGroupVersion)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{NodeName: node, core: core, events: events, policy: policy, log: log}
 	c.nodes = newNodeWatch(c)
 	c.SetEventLimits(6, 10)
 	return c, nil
@@ -180,14 +187,29 @@ func (c *Client) Stop() {
 // what the agent did ("Reload"). Events over the per-reason rate, or while
 // the queue is full, are dropped and logged at debug level.
 func (c *Client) Event(eventType, reason, action, note string, args ...any) {
+	// The node name as UID, as kubelet does, so `kubectl describe node` shows them.
+	// Node events live in "default", as kubelet's do.
+	c.record(metav1.NamespaceDefault, corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: c.NodeName, UID: types.UID(c.NodeName)},
+		eventType, reason, action, note, args...)
+}
+
+// record queues an Event about regarding, in namespace.
+func (c *Client) record(namespace string, regarding corev1.ObjectReference, eventType, reason, action, note string, args ...any) {
 	if c.queue == nil {
 		return
 	}
 	c.mu.Lock()
-	l, ok := c.limiters[reason]
+	key := reason // per reason on the Node, per reason and object otherwise
+	if regarding.Kind != "Node" {
+		key = reason + "/" + regarding.Namespace + "/" + regarding.Name
+	}
+	l, ok := c.limiters[key]
 	if !ok {
+		if len(c.limiters) >= 4096 { // pods come and go: bound the map
+			c.limiters = map[string]*rate.Limiter{}
+		}
 		l = rate.NewLimiter(c.limit, c.burst)
-		c.limiters[reason] = l
+		c.limiters[key] = l
 	}
 	c.mu.Unlock()
 	if !l.Allow() {
@@ -203,19 +225,17 @@ func (c *Client) Event(eventType, reason, action, note string, args ...any) {
 	now := time.Now()
 	ev := &eventsv1.Event{
 		ObjectMeta: metav1.ObjectMeta{
-			// Node events live in "default", as kubelet's do.
-			Name:      fmt.Sprintf("%s.%x", c.NodeName, now.UnixNano()),
-			Namespace: metav1.NamespaceDefault,
+			Name:      fmt.Sprintf("%s.%x", regarding.Name, now.UnixNano()),
+			Namespace: namespace,
 		},
 		EventTime:           metav1.NewMicroTime(now),
 		ReportingController: Component,
 		ReportingInstance:   Component + "-" + c.NodeName,
 		Action:              action,
 		Reason:              reason,
-		// The node name as UID, as kubelet does, so `kubectl describe node` shows them.
-		Regarding: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: c.NodeName, UID: types.UID(c.NodeName)},
-		Note:      note,
-		Type:      eventType,
+		Regarding:           regarding,
+		Note:                note,
+		Type:                eventType,
 	}
 	select {
 	case c.queue <- ev:
@@ -295,6 +315,10 @@ func (c *Client) RemoveTaint(ctx context.Context, taint corev1.Taint) (bool, err
 func isConflict(err error) bool {
 	return apierrors.IsConflict(err) || apierrors.IsInvalid(err)
 }
+
+func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
 
 // SetLabel sets one label on the Node; nothing is sent when it is set already.
 func (c *Client) SetLabel(ctx context.Context, key, value string) error {
