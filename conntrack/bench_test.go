@@ -62,7 +62,7 @@ func BenchmarkMillionEntries(b *testing.B) {
 	}
 
 	start := time.Now()
-	if err := inject(ns, total, dnsEvery); err != nil {
+	if err := inject(ns, total, dnsEvery, false); err != nil {
 		b.Fatal(err)
 	}
 	injectTook := time.Since(start)
@@ -254,8 +254,10 @@ func statusKB(field string) int64 {
 
 // inject creates total UDP entries in ns over ctnetlink, in batches of
 // messages per sendmsg without acknowledgements: every dnsEvery-th to port
-// 53 (every other of those answered), the rest to port 8080.
-func inject(ns *testNS, total, dnsEvery int) error {
+// 53 (every other of those answered), the rest to port 8080. With assured,
+// every entry is answered and assured, so that a full table cannot evict
+// them (early_drop takes only entries that are not assured).
+func inject(ns *testNS, total, dnsEvery int, assured bool) error {
 	var fd int
 	if err := inNetNS(ns.handle, func() (err error) {
 		if fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER); err != nil {
@@ -296,10 +298,13 @@ func inject(ns *testNS, total, dnsEvery int) error {
 		src := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
 		dst, dport := [4]byte{10, 200, 0, 1}, uint16(8080)
 		var status uint32
+		if assured {
+			status = ipsSeenReply | 1<<2 | 1<<3 // IPS_ASSURED, IPS_CONFIRMED
+		}
 		if i%dnsEvery == 0 {
 			dst, dport = [4]byte{10, 96, 0, 10}, 53
-			if i/dnsEvery%2 == 0 {
-				status = ipsSeenReply | 1<<3 // IPS_CONFIRMED as the kernel sets it
+			if i/dnsEvery%2 == 0 && !assured {
+				status = ipsSeenReply | 1<<3 // IPS_CONFIRMED: the kernel refuses to change that bit (EBUSY)
 			}
 		}
 		m, err := createMsg(src, dst, 40000+uint16(i%20000), dport, status, uint32(i))
