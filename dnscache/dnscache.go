@@ -262,7 +262,8 @@ func (c *Cache) waitUpstreams(ctx context.Context) bool {
 // othersServing reports whether something already answers DNS on the first
 // served address: the process this one replaces. It asks for type ANY,
 // which the cache answers itself (RFC 8482), so a slow upstream does not
-// hide a live process.
+// hide a live process; a process slow on a loaded node gets othersProbes
+// tries, while a refused query (nothing bound) ends the probe at once.
 func (c *Cache) othersServing() bool {
 	ap := netip.AddrPortFrom(c.addrs[0], uint16(c.cfg.Port)).String()
 	var conn net.Conn
@@ -270,16 +271,36 @@ func (c *Cache) othersServing() bool {
 		return false
 	}
 	defer conn.Close()
-	m := new(dns.Msg)
-	m.SetQuestion(".", dns.TypeANY)
 	dc := &dns.Conn{Conn: conn}
-	conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if dc.WriteMsg(m) != nil {
-		return false
+	for range othersProbes {
+		m := new(dns.Msg)
+		m.SetQuestion(".", dns.TypeANY)
+		conn.SetDeadline(time.Now().Add(othersProbeWait))
+		if err := dc.WriteMsg(m); err != nil {
+			return false
+		}
+		for {
+			r, err := dc.ReadMsg()
+			if err == nil && r.Id == m.Id {
+				return true
+			}
+			if err == nil {
+				continue // a late answer to an earlier try
+			}
+			if errors.Is(err, unix.ECONNREFUSED) {
+				return false
+			}
+			break
+		}
 	}
-	r, err := dc.ReadMsg()
-	return err == nil && r.Id == m.Id
+	return false
 }
+
+// othersProbes and othersProbeWait bound othersServing.
+const (
+	othersProbes    = 3
+	othersProbeWait = time.Second
+)
 
 // ensure makes the interface, addresses and firewall rules exist.
 func (c *Cache) ensure(ctx context.Context) error {

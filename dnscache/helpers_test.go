@@ -44,6 +44,7 @@ type authServer struct {
 	perName  map[string]int
 	servfail map[string]bool // answer SERVFAIL for these names
 	silent   bool            // answer nothing
+	hold     chan struct{}   // when set, answers wait until it is closed
 	delay    time.Duration
 	ttl      map[string]uint32
 }
@@ -171,9 +172,12 @@ func (a *authServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 	name := strings.ToLower(q.Name)
 	a.mu.Lock()
 	a.perName[name]++
-	servfail, silent, delay := a.servfail[name], a.silent, a.delay
+	servfail, silent, delay, hold := a.servfail[name], a.silent, a.delay, a.hold
 	ttl, ok := a.ttl[name]
 	a.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	if !ok {
 		ttl = 300
 	}
