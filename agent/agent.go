@@ -47,9 +47,9 @@ type Options struct {
 	// file at ConfigPath is invalid at start, the agent starts from it.
 	LastGoodPath string
 	// ProbeSocket, if set, is a unix socket serving the same endpoints to
-	// `nodeagent probe`: during a surge rollout two agents share MetricsAddr
-	// (SO_REUSEPORT), so only a socket in the pod's own /run tells a pod's
-	// probe about its own agent.
+	// `nodeagent probe`: during a surge rollout the previous agent still
+	// holds MetricsAddr (one process answers it at a time), so only a socket
+	// in the pod's own /run tells a pod's probe about its own agent.
 	ProbeSocket string
 	Version     string
 	// Kube is nil without a cluster: the gate, labels and Events stay off.
@@ -133,27 +133,28 @@ func (a *Agent) Config() *FileConfig { return a.cfg.Load() }
 
 // Run serves until ctx is done, then stops every feature within
 // agent.shutdownTimeout, leaving host state in place. It returns an error
-// only when it cannot serve at all (e.g. the metrics address is taken).
+// only when it cannot serve at all (e.g. a malformed metrics address; one
+// held by another process is waited for).
 func (a *Agent) Run(ctx context.Context) error {
 	// Cancelled on the way out, whatever ended the run (a signal or a
 	// server error), so that every loop below returns.
 	ctx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	var listeners []net.Listener
-	if a.opts.MetricsAddr != "" {
-		ln, err := listenReusePort(ctx, "tcp", a.opts.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics server: %w", err)
-		}
-		listeners = append(listeners, ln)
-	}
 	if a.opts.ProbeSocket != "" {
 		ln, err := listenUnix(a.opts.ProbeSocket)
 		if err != nil {
-			closeAll(listeners)
 			return fmt.Errorf("probe socket: %w", err)
 		}
 		listeners = append(listeners, ln)
+	}
+	// The metrics port is bound below, in the background: while the
+	// previous agent holds it, this one already runs and answers its probes.
+	if a.opts.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(a.opts.MetricsAddr); err != nil {
+			closeAll(listeners)
+			return fmt.Errorf("metrics server: %w", err)
+		}
 	}
 	fc := a.cfg.Load()
 	a.metrics.configInfo.WithLabelValues(fc.Hash).Set(1)
@@ -179,9 +180,21 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.heartbeat.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	srvErr := make(chan error, len(listeners))
+	srvErr := make(chan error, len(listeners)+1)
 	for _, ln := range listeners {
 		wg.Go(func() { srvErr <- a.serve(ctx, ln) })
+	}
+	if a.opts.MetricsAddr != "" {
+		wg.Go(func() {
+			ln, err := a.listenMetrics(ctx, a.opts.MetricsAddr)
+			if err != nil {
+				srvErr <- fmt.Errorf("metrics server: %w", err)
+				return
+			}
+			if ln != nil {
+				srvErr <- a.serve(ctx, ln)
+			}
+		})
 	}
 	wg.Go(func() { a.reloadLoop(ctx, featCtx) })
 	wg.Go(func() { a.gateLoop(ctx) })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -517,18 +518,33 @@ func TestMetricsLintAndHealth(t *testing.T) {
 	}
 }
 
-// During a surge rollout two agents on one node bind the same metrics port.
-func TestMetricsPortIsShared(t *testing.T) {
-	a, err := listenReusePort(context.Background(), "tcp", "127.0.0.1:0")
+// During a surge rollout exactly one agent answers the metrics port: the
+// second waits, serving its probe socket, and takes the port once the first
+// lets go. (cmd/nodeagent tests the same with two real processes.)
+func TestMetricsPortHasOneOwner(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	b, err := listenReusePort(context.Background(), "tcp", a.Addr().String())
-	if err != nil {
-		t.Fatalf("second agent cannot bind %s: %v", a.Addr(), err)
+	addr := ln.Addr().String()
+	sock := filepath.Join(t.TempDir(), "probe.sock")
+	h := startWith(t, Options{DefaultConfig: []byte(fast), MetricsAddr: addr, ProbeSocket: sock})
+	eventually(t, "probe socket ready while the port is held", func() bool { return Probe(context.Background(), sock, "/readyz") == nil })
+	// What holds the port accepts nothing here: a scrape would only queue.
+	if got := testutil.ToFloat64(h.a.metrics.nodeReady); got != 1 {
+		t.Errorf("node_ready = %v while waiting for the port, want 1", got)
 	}
-	b.Close()
+	ln.Close() // the previous agent exits
+	client := &http.Client{Timeout: 2 * time.Second}
+	eventually(t, "the port taken over", func() bool {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	h.stop()
 }
 
 // The README's metrics table lists exactly the agent's own metrics.

@@ -6,15 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/nodeagent/nodeagent/agent/sockopt"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -78,11 +79,53 @@ func (a *Agent) readyz(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(rep)
 }
 
-// listenReusePort listens with SO_REUSEPORT, so that during a rolling update
-// the new agent binds while the old one still serves on the same node.
-func listenReusePort(ctx context.Context, network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: sockopt.ReusePort}
-	return lc.Listen(ctx, network, addr)
+// Binding the metrics port: exactly one process answers it at any moment.
+// With SO_REUSEPORT, two agents on a node during a surge rollout both
+// answered and the kernel spread scrapes between them, so counters jumped
+// back and forth. The port is bound plainly instead: while the previous
+// agent holds it, the new one serves its probe socket (the pod's readiness
+// probe asks that, not the port), keeps retrying with jittered backoff, and
+// takes the port over once the old agent has let go of it, within about
+// metricsRetryCap. (Go sets SO_REUSEADDR on listeners, so connections in
+// TIME_WAIT do not hold the port.)
+var metricsRetry = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: metricsRetryCap}
+
+const metricsRetryCap = time.Second
+
+// listenMetrics binds addr, waiting while another process holds it, until
+// ctx is done (then it returns nil, nil). Any other error is returned.
+func (a *Agent) listenMetrics(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	b := metricsRetry
+	var waitingSince time.Time
+	lastLog := time.Time{}
+	for {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err == nil {
+			if !waitingSince.IsZero() {
+				a.log.Info("metrics port free: bound", "addr", addr, "waited", time.Since(waitingSince).Round(time.Millisecond))
+			}
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+		if waitingSince.IsZero() {
+			waitingSince = time.Now()
+		}
+		if time.Since(lastLog) >= time.Minute {
+			lastLog = time.Now()
+			a.log.Warn("metrics port held by another process (the previous agent during a rollout?); waiting for it, probes keep answering on the probe socket",
+				"addr", addr, "waiting", time.Since(waitingSince).Round(time.Second))
+		}
+		t := time.NewTimer(b.Step())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		case <-t.C:
+		}
+	}
 }
 
 // listenUnix listens on a unix socket at path, replacing a stale one left by

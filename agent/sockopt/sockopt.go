@@ -10,8 +10,9 @@ import (
 
 // ReusePort is a net.ListenConfig Control function that sets SO_REUSEPORT
 // (and SO_REUSEADDR): during a rolling update the new agent process binds the
-// same addresses while the old one still serves, so neither DNS nor metrics
-// have a gap.
+// same DNS addresses while the old one still serves, so DNS has no gap. Not
+// for the metrics port: there two processes answering alternately make
+// counters jump, so exactly one binds it (agent.listenMetrics).
 func ReusePort(_, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
