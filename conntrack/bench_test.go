@@ -71,7 +71,7 @@ func BenchmarkMillionEntries(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.ENA.Enabled = false
 	cfg.DNSFlows.MaxTableEntries = 0
-	c, err := newIn(cfg, deps, ns.handle)
+	c, err := newIn(cfg, deps, ns.handle, "/proc")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,12 +26,16 @@ var _ agent.Feature = (*Conntrack)(nil)
 
 // New validates cfg and registers the collector; it opens nothing.
 func New(cfg *Config, deps agent.Deps) (*Conntrack, error) {
-	return newIn(cfg, deps, netns.None())
+	return newIn(cfg, deps, netns.None(), "/proc")
 }
 
 // newIn builds the feature for network namespace ns (tests pass their own;
-// the agent's is the host's).
-func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle) (*Conntrack, error) {
+// the agent's is the host's) reading proc. The files read there
+// (net/stat/nf_conntrack, sys/net/netfilter) belong to the reader's network
+// namespace, not to a host path: the agent's own /proc shows the host's
+// table because the agent runs in the host network, so no host mount is
+// needed; tests point proc at fixture trees.
+func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle, proc string) (*Conntrack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -40,7 +44,7 @@ func newIn(cfg *Config, deps agent.Deps, ns netns.NsHandle) (*Conntrack, error) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	col := &collector{
-		d: newDescs(), source: cfg.Source, proc: deps.Host.Proc(), ns: ns,
+		d: newDescs(), source: cfg.Source, proc: proc, ns: ns,
 		nl: &netlinkStats{ns: ns}, log: log, now: time.Now, dnsProtos: cfg.DNSFlows.Protocols,
 	}
 	if cfg.ENA.Enabled {

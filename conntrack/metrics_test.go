@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netns"
 )
 
 // fixedENA serves the ENA fixture as an ENA interface eth0.
@@ -25,8 +26,8 @@ func TestMetricsREADME(t *testing.T) {
 	t.Parallel()
 	cfg := DefaultConfig()
 	cfg.Source = SourceProcfs
-	deps, reg := testDeps(t, "testdata/root")
-	c, err := New(cfg, deps)
+	deps, reg := testDeps(t, "/")
+	c, err := newIn(cfg, deps, netns.None(), "testdata/root/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +96,8 @@ func TestNoStats(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Source = SourceProcfs
 	cfg.ENA.Enabled = false
-	deps, reg := testDeps(t, t.TempDir())
-	if _, err := New(cfg, deps); err != nil {
+	deps, reg := testDeps(t, "/")
+	if _, err := newIn(cfg, deps, netns.None(), t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	scrape(t, reg)

@@ -124,7 +124,7 @@ func (n *testNS) echoUDP(t *testing.T, addr string) {
 func startIn(t *testing.T, ns *testNS, cfg *Config) (*Conntrack, *prometheus.Registry) {
 	t.Helper()
 	deps, reg := testDeps(t, "/")
-	c, err := newIn(cfg, deps, ns.handle)
+	c, err := newIn(cfg, deps, ns.handle, "/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
