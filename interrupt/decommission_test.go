@@ -196,3 +196,7 @@ func TestCorruptStateRefuses(t *testing.T) {
 		t.Errorf("Run = %v, want an error naming %s", err, StateAnnotation)
 	}
 }
+
+func taintFor(key string) corev1.Taint {
+	return corev1.Taint{Key: key, Effect: corev1.TaintEffectNoSchedule}
+}
