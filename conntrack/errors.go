@@ -8,8 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var errEPERM = unix.EPERM
-
 // Read error reasons.
 const (
 	reasonPermission  = "permission"  // no CAP_NET_ADMIN in the namespace

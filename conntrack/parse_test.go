@@ -269,7 +269,7 @@ func TestTally(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return marshal(t, 1<<8|0, append([]byte{2, 0, 0, 0}, b...))
+		return marshal(t, 1<<8 /* IPCTNL_MSG_CT_NEW */, append([]byte{2, 0, 0, 0}, b...))
 	}
 	done := marshal(t, netlink.Done, []byte{0, 0, 0, 0})
 	d := &dnsCounter{port: 53}
