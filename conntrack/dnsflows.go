@@ -90,6 +90,8 @@ type dnsCounter struct {
 	protos   []uint8
 	buf      []byte
 	seq      uint32
+	// took holds each dump's duration of the last pass (family/proto order).
+	took []time.Duration
 }
 
 func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
@@ -131,15 +133,18 @@ func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
 		return udp, tcp, fmt.Errorf("ctnetlink socket: %w", err)
 	}
 	defer unix.Close(fd)
+	d.took = d.took[:0]
 	for _, family := range d.families {
 		for _, proto := range d.protos {
 			out := &udp
 			if proto == unix.IPPROTO_TCP {
 				out = &tcp
 			}
+			start := time.Now()
 			if err := d.dump(fd, family, proto, out, deadline); err != nil {
 				return udp, tcp, err
 			}
+			d.took = append(d.took, time.Since(start))
 		}
 	}
 	return udp, tcp, nil
