@@ -20,6 +20,17 @@
 #     node-local-dns-like: CoreDNS stops, the interface is torn down (as
 #     node-cache does on exit), re-created and CoreDNS started again at once
 #     (its best case: no pod scheduling delay).
+#   reload: 5,000 QPS of cache hits while the config changes: ours: the agent
+#     itself (bin/nodeagent, no cluster) gets a dnscache key changed in its
+#     config file (a hitless reload, agent.Handover); CoreDNS: its Corefile
+#     changes under the reload plugin (node-local-dns's Corefile has it).
+#     Queries lost, and of the 2,000 names cached before, how many were kept
+#     (not asked upstream again).
+#   closing upstream: a second upstream closes each TCP connection after 100
+#     queries; 20,000 QPS of misses for 10 s: SERVFAILs, connections the
+#     upstream accepted and the most open at once (ours: upstream.maxConns 4).
+#
+#   BENCH_ONLY="reload closing" runs only those rows (a shorter lock hold).
 #
 # Needs root, dnsperf, taskset, coredns (run hack/prereqs.sh first).
 #   BENCH_ROUNDS   rounds per measurement (default 3)
@@ -61,7 +72,10 @@ cleanup() {
 trap cleanup EXIT
 
 echo "bench: building" >&2
-(cd "${repo}" && go build -o "${work}/dnscached" ./dnscache/cmd/dnscached && go build -o "${work}/upstream" ./dnscache/hack/benchupstream)
+(cd "${repo}" && go build -o "${work}/dnscached" ./dnscache/cmd/dnscached && go build -o "${work}/upstream" ./dnscache/hack/benchupstream &&
+	go build -o "${work}/nodeagent" ./cmd/nodeagent)
+only=${BENCH_ONLY:-}
+want() { [[ -z ${only} || " ${only} " == *" $1 "* ]]; }
 
 ip netns add "${ns}"
 nsx() { ip netns exec "${ns}" "$@"; }
@@ -72,29 +86,34 @@ if ! nsx ip link add probe0 type dummy 2>/dev/null; then kind=bridge; else nsx i
 upstream=127.0.0.2
 ours=127.0.0.10
 theirs=127.0.0.11
+closer=127.0.0.3
 nsenter --net="/run/netns/${ns}" taskset -c "${gen_cpu}" "${work}/upstream" -listen "${upstream}:53" &
 pids+=($!)
+nsenter --net="/run/netns/${ns}" taskset -c "${gen_cpu}" "${work}/upstream" -listen "${closer}:53" -max-tcp-queries 100 &
+pids+=($!)
 
-write_ours_config() { # $1 file $2 address $3 manage interface
+write_ours_config() { # $1 file $2 address $3 manage interface [$4 upstream]
+	local up=${4:-${upstream}}
 	cat >"$1" <<YAML
 manageInterface: $3
 interfaceType: ${kind}
 addresses: ["$2"]
 firewall: {mode: $([[ $3 == true ]] && echo nftables || echo none)}
-clusterDNS: {addresses: ["${upstream}:53"], service: "", protocol: tcp}
-node: {addresses: ["${upstream}:53"], protocol: tcp}
+clusterDNS: {addresses: ["${up}:53"], service: "", protocol: tcp}
+node: {addresses: ["${up}:53"], protocol: tcp}
 YAML
 }
-write_corefile() { # $1 file $2 address
+write_corefile() { # $1 file $2 address [$3 upstream [$4 extra plugin line [$5 success TTL]]]
 	cat >"$1" <<COREFILE
 .:53 {
     errors
     bind $2
+    ${4:-}
     cache {
-        success 9984 30
+        success 9984 ${5:-30}
         denial 9984 5
     }
-    forward . ${upstream}:53 {
+    forward . ${3:-${upstream}}:53 {
         force_tcp
     }
     prometheus 127.0.0.1:0
@@ -102,15 +121,15 @@ write_corefile() { # $1 file $2 address
 COREFILE
 }
 
-start_ours() { # $1 address $2 manage-interface -> pid
+start_ours() { # $1 address $2 manage-interface [$3 upstream] -> pid
 	local cfg="${work}/ours-$1-$RANDOM.yaml"
-	write_ours_config "${cfg}" "$1" "$2"
+	write_ours_config "${cfg}" "$1" "$2" "${3:-}"
 	nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${work}/dnscached" -config "${cfg}" >>"${work}/ours.log" 2>&1 &
 	echo $!
 }
-start_coredns() { # $1 address -> pid
+start_coredns() { # $1 address [$2 upstream] -> pid
 	local cf="${work}/Corefile-$1-$RANDOM"
-	write_corefile "${cf}" "$1"
+	write_corefile "${cf}" "$1" "${2:-}"
 	nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${coredns}" -conf "${cf}" -quiet >>"${work}/coredns.log" 2>&1 &
 	echo $!
 }
@@ -141,6 +160,12 @@ perf() { # dnsperf in the namespace on the load CPU: $1 server, rest: args
 }
 qps_of() { awk '/Queries per second/ {print $4}'; }
 
+declare -A res
+add() { res[$1]="${res[$1]:-} $2"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+lat_slices=$((rounds * 6))
+if want main; then
 echo "bench: starting servers (${kind} interface for the restart test)" >&2
 pid_ours=$(start_ours "${ours}" false)
 pids+=("${pid_ours}")
@@ -152,9 +177,6 @@ wait_dns "${theirs}"
 hitfile=$(names hit "${hit_names}")
 for s in "${ours}" "${theirs}"; do perf "$s" -d "${hitfile}" -n 1 >/dev/null; done
 
-declare -A res
-add() { res[$1]="${res[$1]:-} $2"; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 miss_names=$((secs * 60000))
 for r in $(seq "${rounds}"); do
@@ -198,7 +220,6 @@ echo "bench: popular names lost to a 100,000-name flood: ours ${res[evicted_ours
 # Each slice re-caches the names first (TTLs run out, and the miss floods
 # above evicted some from CoreDNS), so both servers answer every query from
 # the cache.
-lat_slices=$((rounds * 6))
 for i in $(seq "${lat_slices}"); do
 	order=("ours:${ours}" "coredns:${theirs}")
 	((i % 2 == 0)) && order=("coredns:${theirs}" "ours:${ours}")
@@ -298,7 +319,94 @@ for r in $(seq "${rounds}"); do
 	echo "bench: restart round ${r}: lost% ours $(echo "${res[restart_ours]}" | awk '{print $NF}') node-local-dns-like $(echo "${res[restart_coredns]}" | awk '{print $NF}')" >&2
 done
 
-m() { echo "${res[$1]}" | median; }
+fi
+
+# Reload under load (see the header).
+reload_qps=${BENCH_RELOAD_QPS:-5000}
+reloadfile=$(names rl 2000)
+agent_config() { # $1 file $2 upstream timeout
+	cat >"$1" <<YAML
+agent:
+  reloadInterval: 1s
+  readiness: {gatingFeatures: [dnscache]}
+dnscache:
+  enabled: true
+  manageInterface: false
+  addresses: ["${ours}"]
+  firewall: {mode: none}
+  clusterDNS: {addresses: ["${upstream}:53"], service: "", protocol: tcp}
+  node: {addresses: ["${upstream}:53"], protocol: tcp}
+  upstream: {timeout: $2}
+YAML
+}
+reload_round() { # $1 ours|coredns -> "lost% kept"
+	local pid f before out=${work}/reload.out log=${work}/reload-$1.log
+	: >"${log}"
+	if [[ $1 == ours ]]; then
+		f=${work}/agent.yaml
+		agent_config "$f" 2s
+		nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${work}/nodeagent" -config "$f" -metrics-addr "" -log-format text >>"${log}" 2>&1 &
+		pid=$!
+		s=${ours}
+	else
+		f=${work}/Corefile-reload
+		write_corefile "$f" "${theirs}" "" "reload 2s 1s" 30
+		nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${coredns}" -conf "$f" >>"${log}" 2>&1 &
+		pid=$!
+		s=${theirs}
+	fi
+	pids+=("${pid}")
+	wait_dns "$s"
+	perf "$s" -d "${reloadfile}" -n 1 >/dev/null
+	before=$(nsx dig +short +time=2 @"${upstream}" rl.queries.bench. TXT | tr -d '"')
+	perf "$s" -d "${reloadfile}" -l 10 -c 8 -Q "${reload_qps}" >"${out}" &
+	local load=$!
+	sleep 3
+	if [[ $1 == ours ]]; then agent_config "$f" 3s; else write_corefile "$f" "${theirs}" "" "reload 2s 1s" 31; fi
+	wait "${load}" || true
+	local asked=$(($(nsx dig +short +time=2 @"${upstream}" rl.queries.bench. TXT | tr -d '"') - before))
+	local reloaded=yes
+	if [[ $1 == ours ]]; then grep -q 'feature starting beside' "${log}" || reloaded=no; else grep -q 'Reloading complete' "${log}" || reloaded=no; fi
+	gone "${pid}"
+	echo "$(awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' "${out}") $((asked > 2000 ? 0 : 2000 - asked)) ${reloaded}"
+}
+if want reload; then
+	for r in $(seq "${rounds}"); do
+		for who in ours coredns; do
+			read -r lost kept reloaded < <(reload_round "${who}")
+			[[ ${reloaded} == yes ]] || echo "bench: reload round ${r} ${who}: the config change was not applied (see the log)" >&2
+			add "reload_lost_${who}" "${lost}"
+			add "reload_kept_${who}" "${kept}"
+		done
+		echo "bench: reload round ${r}: lost% ours $(echo "${res[reload_lost_ours]}" | awk '{print $NF}') coredns $(echo "${res[reload_lost_coredns]}" | awk '{print $NF}'); kept ours $(echo "${res[reload_kept_ours]}" | awk '{print $NF}') coredns $(echo "${res[reload_kept_coredns]}" | awk '{print $NF}') of 2000" >&2
+	done
+fi
+
+# An upstream closing each TCP connection after 100 queries (see the header).
+close_qps=${BENCH_CLOSE_QPS:-20000}
+if want closing; then
+	for r in $(seq "${rounds}"); do
+		for who in ours coredns; do
+			if [[ ${who} == ours ]]; then pid=$(start_ours "${ours}" false "${closer}"); s=${ours}; else pid=$(start_coredns "${theirs}" "${closer}"); s=${theirs}; fi
+			pids+=("${pid}")
+			wait_dns "$s"
+			read -r opened0 _ < <(nsx dig +short +time=2 @"${closer}" tcp.conns.bench. TXT | tr -d '"')
+			cf=$(names "cl${who}" $((close_qps * 10 + 10000)))
+			perf "$s" -d "${cf}" -l 10 -c 8 -q 1000 -Q "${close_qps}" -n 1 >"${work}/close.out"
+			read -r opened peak < <(nsx dig +short +time=2 @"${closer}" tcp.conns.bench. TXT | tr -d '"')
+			rm -f "${cf}"
+			gone "${pid}"
+			add "close_servfail_${who}" "$(awk '/Response codes/ { for (i = 1; i <= NF; i++) if ($i == "SERVFAIL") n = $(i+1) } END { print n + 0 }' "${work}/close.out")"
+			add "close_lost_${who}" "$(awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' "${work}/close.out")"
+			add "close_qps_${who}" "$(qps_of <"${work}/close.out")"
+			add "close_opened_${who}" "$((opened - opened0))"
+			add "close_peak_${who}" "${peak}"
+		done
+		echo "bench: closing upstream round ${r}: SERVFAIL ours $(echo "${res[close_servfail_ours]}" | awk '{print $NF}') coredns $(echo "${res[close_servfail_coredns]}" | awk '{print $NF}'); most connections open ours $(echo "${res[close_peak_ours]}" | awk '{print $NF}') coredns $(echo "${res[close_peak_coredns]}" | awk '{print $NF}')" >&2
+	done
+fi
+
+m() { echo "${res[$1]:-}" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.3fx", a / b }'; }
 echo
 echo "dnscache vs CoreDNS v1.11.3 (node-local-dns config): medians of ${rounds} alternating rounds, ${secs}s each;"
@@ -316,4 +424,11 @@ row "RSS KiB, 10,000 names cached" "$(m rss_ours)" "$(m rss_coredns)" "<= 0.5x"
 row "  of which growth from idle, KiB" "$(m rssgrow_ours)" "$(m rssgrow_coredns)" ""
 printf '%-34s %14s %14s %10s %s\n' "restart at ${restart_qps} QPS: lost %" "$(m restart_ours)" "$(m restart_coredns)" "" "<= 0.01%"
 echo "(restart coredns column: node-local-dns-like teardown of the interface on exit, best case)"
+printf '%-34s %14s %14s %10s %s\n' "reload at ${reload_qps} QPS: lost %" "$(m reload_lost_ours)" "$(m reload_lost_coredns)" "" "0"
+printf '%-34s %14s %14s %10s %s\n' "  cached names kept, of 2000" "$(m reload_kept_ours)" "$(m reload_kept_coredns)" "" "2000"
+printf '%-34s %14s %14s %10s %s\n' "closing upstream: SERVFAIL" "$(m close_servfail_ours)" "$(m close_servfail_coredns)" "" "0"
+printf '%-34s %14s %14s %10s %s\n' "  lost % (${close_qps} QPS misses)" "$(m close_lost_ours)" "$(m close_lost_coredns)" "" ""
+printf '%-34s %14s %14s %10s %s\n' "  answered QPS" "$(m close_qps_ours)" "$(m close_qps_coredns)" "" ""
+printf '%-34s %14s %14s %10s %s\n' "  TCP connections opened" "$(m close_opened_ours)" "$(m close_opened_coredns)" "" ""
+printf '%-34s %14s %14s %10s %s\n' "  most open at once" "$(m close_peak_ours)" "$(m close_peak_coredns)" "" "<= 4 (maxConns)"
 echo "all rounds: $(for k in "${!res[@]}"; do printf '%s=[%s] ' "$k" "${res[$k]# }"; done)"
