@@ -12,6 +12,8 @@ bash conntrack/hack/prereqs.sh
 phase "conntrack prerequisites"
 bash interrupt/hack/prereqs.sh
 phase "interrupt prerequisites"
+bash imagewarm/hack/prereqs.sh
+phase "imagewarm prerequisites"
 deploy/hack/helm.sh >/dev/null
 phase "helm"
 bash deploy/hack/prereqs.sh

@@ -367,3 +367,10 @@ func (c *Client) SetCondition(ctx context.Context, cond corev1.NodeCondition) er
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
 	return c.patchNode(ctx, types.StrategicMergePatchType, patch, "status")
 }
+
+// Secret reads one Secret by name (RBAC: get on that name only).
+func (c *Client) Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := c.core.Get().Namespace(namespace).Resource("secrets").Name(name).Do(ctx).Into(s)
+	return s, err
+}

@@ -4,6 +4,7 @@ import (
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/conntrack"
 	"github.com/nodeagent/nodeagent/dnscache"
+	"github.com/nodeagent/nodeagent/imagewarm"
 	"github.com/nodeagent/nodeagent/interrupt"
 	"github.com/nodeagent/nodeagent/raid"
 )
@@ -14,7 +15,7 @@ func features() []agent.Spec {
 	return []agent.Spec{
 		raid.Spec(),
 		dnscache.Spec(),
-		agent.Unbuilt("imagewarm"),
+		imagewarm.Spec(),
 		interrupt.Spec(),
 		agent.Define("conntrack", conntrack.DefaultConfig,
 			func(c *conntrack.Config, d agent.Deps) (agent.Feature, error) { return conntrack.New(c, d) }),
