@@ -355,3 +355,50 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 func storeOf(st *store) func() *store { return func() *store { return st } }
+
+// udpLoad is clients asking one query at a time each, on a socket of its
+// own (its own source port), until stop; a query without a NOERROR answer
+// within timeout is lost.
+type udpLoad struct {
+	sent, lost atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+}
+
+// startUDPLoad dials one socket per client (here, so that a test in a
+// namespace can dial there) and asks name(client, i), pausing after each.
+func startUDPLoad(clients int, dial func() net.Conn, name func(client, i int) string, timeout, pause time.Duration) *udpLoad {
+	l := &udpLoad{done: make(chan struct{})}
+	for c := range clients {
+		conn := &dns.Conn{Conn: dial()}
+		l.wg.Go(func() {
+			defer conn.Close()
+			for i := 0; ; i++ {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				m := new(dns.Msg)
+				m.SetQuestion(name(c, i), dns.TypeA)
+				conn.SetDeadline(time.Now().Add(timeout))
+				l.sent.Add(1)
+				if conn.WriteMsg(m) != nil {
+					l.lost.Add(1)
+					continue
+				}
+				if r, err := conn.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+					l.lost.Add(1)
+				}
+				time.Sleep(pause)
+			}
+		})
+	}
+	return l
+}
+
+// stop ends the load and waits for every client.
+func (l *udpLoad) stop() {
+	close(l.done)
+	l.wg.Wait()
+}

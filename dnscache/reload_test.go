@@ -3,10 +3,9 @@ package dnscache
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,37 +86,14 @@ func TestReloadKeepsAnswering(t *testing.T) {
 		t.Fatalf("cache_misses_total %v after %d misses", m, names)
 	}
 
-	var sent, lost atomic.Int64
-	stop := make(chan struct{})
-	var load sync.WaitGroup
-	for i := range 8 {
-		load.Go(func() {
-			dc, err := dns.Dial("udp", srv)
-			if err != nil {
-				lost.Add(1)
-				return
-			}
-			defer dc.Close()
-			for j := 0; ; j++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				m := new(dns.Msg).SetQuestion(fmt.Sprintf("warm%d.example.", (i*7+j)%names), dns.TypeA)
-				dc.SetDeadline(time.Now().Add(2 * time.Second))
-				sent.Add(1)
-				if dc.WriteMsg(m) != nil {
-					lost.Add(1)
-					continue
-				}
-				if r, err := dc.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
-					lost.Add(1)
-				}
-			}
-		})
-	}
-	eventually(t, 5*time.Second, "load", func() bool { return sent.Load() > 200 })
+	load := startUDPLoad(8, func() net.Conn {
+		c, err := net.Dial("udp", srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}, func(c, i int) string { return fmt.Sprintf("warm%d.example.", (c*7+i)%names) }, 2*time.Second, 0)
+	eventually(t, 5*time.Second, "load", func() bool { return load.sent.Load() > 200 })
 	hash := a.Config().Hash
 	// Replaced whole, as a ConfigMap volume does: a poll never reads half a file.
 	if err := os.WriteFile(path+".new", []byte(reloadConfig(port, up.addr, 3*time.Second)), 0o644); err != nil {
@@ -130,13 +106,12 @@ func TestReloadKeepsAnswering(t *testing.T) {
 	// The new instance's counters start at zero and are registered once
 	// the old instance has stopped: then the misses read below the warm-up's.
 	eventually(t, 20*time.Second, "the old instance to stop", func() bool { m := misses(); return m >= 0 && m < names })
-	at := sent.Load()
-	eventually(t, 5*time.Second, "load on the new instance alone", func() bool { return sent.Load() > at+200 })
-	close(stop)
-	load.Wait()
-	t.Logf("reload under load: %d queries, %d lost, %d cached names asked upstream again", sent.Load(), lost.Load(), warmAsked()-warm)
-	if lost.Load() != 0 {
-		t.Errorf("%d of %d queries lost across the reload", lost.Load(), sent.Load())
+	at := load.sent.Load()
+	eventually(t, 5*time.Second, "load on the new instance alone", func() bool { return load.sent.Load() > at+200 })
+	load.stop()
+	t.Logf("reload under load: %d queries, %d lost, %d cached names asked upstream again", load.sent.Load(), load.lost.Load(), warmAsked()-warm)
+	if load.lost.Load() != 0 {
+		t.Errorf("%d of %d queries lost across the reload", load.lost.Load(), load.sent.Load())
 	}
 	if n := warmAsked() - warm; n != 0 {
 		t.Errorf("%d cached names asked upstream again: the cache was not kept", n)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,34 +367,8 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 
 	// Load: 8 clients, each with its own socket (source port), one query
 	// in flight at a time, 1s timeout.
-	var sent, lost atomic.Int64
-	stop := make(chan struct{})
-	var load sync.WaitGroup
-	for i := range 8 {
-		conn := &dns.Conn{Conn: ns.dial(t, "udp", srv)}
-		load.Go(func() {
-			defer conn.Close()
-			for j := 0; ; j++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				m := new(dns.Msg)
-				m.SetQuestion(fmt.Sprintf("r%d.example.", (i*7+j)%50), dns.TypeA)
-				conn.SetDeadline(time.Now().Add(time.Second))
-				sent.Add(1)
-				if conn.WriteMsg(m) != nil {
-					lost.Add(1)
-					continue
-				}
-				if r, err := conn.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
-					lost.Add(1)
-				}
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
+	load := startUDPLoad(8, func() net.Conn { return ns.dial(t, "udp", srv) },
+		func(c, i int) string { return fmt.Sprintf("r%d.example.", (c*7+i)%50) }, time.Second, time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	stopNew := start()
 	time.Sleep(200 * time.Millisecond)
@@ -403,17 +376,17 @@ func TestRootRestartKeepsAnswering(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(700 * time.Millisecond)
-	close(stop)
-	load.Wait()
+	load.stop()
 	if err := stopNew(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("restart under load: %d queries, %d lost", sent.Load(), lost.Load())
-	if sent.Load() < 1000 {
-		t.Fatalf("only %d queries sent", sent.Load())
+	sent, lost := load.sent.Load(), load.lost.Load()
+	t.Logf("restart under load: %d queries, %d lost", sent, lost)
+	if sent < 1000 {
+		t.Fatalf("only %d queries sent", sent)
 	}
-	if lost.Load() > 0 {
-		t.Fatalf("%d of %d queries lost across the restart", lost.Load(), sent.Load())
+	if lost > 0 {
+		t.Fatalf("%d of %d queries lost across the restart", lost, sent)
 	}
 }
 
