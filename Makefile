@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export NODEAGENT_CACHE ?= $(HOME)/.cache/nodeagent
 
-.PHONY: all build build-arm64 run test test-unit e2e bench bench-idle bench-dns bench-conntrack lint manifests clean
+.PHONY: all build build-arm64 run test test-unit e2e bench bench-idle bench-dns bench-conntrack bench-interrupt lint manifests clean
 
 all: lint test
 
@@ -26,7 +26,7 @@ test-unit: ## fast tests only (root tests skip unless root)
 e2e: ## the end-to-end suite on a real single-node cluster
 	bash e2e/hack/run.sh
 
-bench: bench-idle bench-dns bench-conntrack
+bench: bench-idle bench-dns bench-conntrack bench-interrupt
 
 bench-idle: build ## idle agent RSS and CPU, every feature disabled
 	bash cmd/nodeagent/bench-idle.sh bin/nodeagent
@@ -36,6 +36,9 @@ bench-dns: ## dnscache vs CoreDNS (node-local-dns), dnsperf
 
 bench-conntrack: ## conntrack at 1M entries vs node_exporter, conntrack -L, ConntrackTableList
 	bash conntrack/hack/bench.sh
+
+bench-interrupt: ## interrupt reaction time over 20 spot notices (mock + real containerd)
+	bash interrupt/hack/bench.sh
 
 lint:
 	bash .ci/lint.sh

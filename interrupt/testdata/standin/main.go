@@ -3,7 +3,8 @@
 // first SIGPWR starts a "decommission" that exits 0 after the duration in
 // its first argument; a second SIGPWR while it runs kills it as the JVM's
 // default action would (exit 128+SIGPWR), as Spark's SignalUtils lets it.
-// Every signal received is appended to the file in its second argument.
+// Every signal received is appended, with its Unix time in nanoseconds, to
+// the file in its second argument.
 package main
 
 import (
@@ -39,7 +40,8 @@ func main() {
 		select {
 		case s := <-sigs:
 			sig := s.(syscall.Signal)
-			record("received " + map[syscall.Signal]string{syscall.SIGPWR: "SIGPWR", syscall.SIGTERM: "SIGTERM"}[sig])
+			at := time.Now().UnixNano()
+			record(fmt.Sprintf("received %s at %d", map[syscall.Signal]string{syscall.SIGPWR: "SIGPWR", syscall.SIGTERM: "SIGTERM"}[sig], at))
 			switch {
 			case sig == syscall.SIGTERM:
 				record("exit 143")
