@@ -49,6 +49,7 @@ type Interrupt struct {
 	nodes nodeSource // nil: no taint triggers
 	imds  *imds.Client
 	tasks tasks
+	dial  func() (tasks, error) // makes tasks for one Run; nil when injected
 	st    state
 
 	// now is the clock (tests move it).
@@ -68,15 +69,14 @@ func New(cfg *Config, deps agent.Deps) (*Interrupt, error) {
 	if deps.Kube == nil {
 		return nil, errors.New("interrupt: needs the API server (run in a cluster or pass --kubeconfig)")
 	}
-	var t tasks
-	if cfg.Decommission.Strategy == StrategySignal || cfg.Containerd.Socket != "" {
-		ct, err := newContainerdTasks(deps.Host.Path(cfg.Containerd.Socket), cfg.Containerd.Namespace)
-		if err != nil {
-			return nil, err
-		}
-		t = ct
+	f, err := newFeature(cfg, deps, deps.Kube, nodeWatch(deps), nil)
+	if err != nil {
+		return nil, err
 	}
-	return newFeature(cfg, deps, deps.Kube, nodeWatch(deps), t)
+	socket := deps.Host.Path(cfg.Containerd.Socket)
+	// Run connects (lazily: gRPC dials on the first call) and closes.
+	f.dial = func() (tasks, error) { return newContainerdTasks(socket, cfg.Containerd.Namespace) }
+	return f, nil
 }
 
 func newFeature(cfg *Config, deps agent.Deps, kube cluster, nodes nodeSource, t tasks) (*Interrupt, error) {
@@ -113,6 +113,14 @@ func (f *Interrupt) Run(ctx context.Context) error {
 	if err := f.st.load(node.Annotations[StateAnnotation]); err != nil {
 		// Refuse to run rather than signal executors a second time.
 		return fmt.Errorf("interrupt: %w; remove the annotation if the Node was not interrupted", err)
+	}
+	if f.dial != nil {
+		t, err := f.dial()
+		if err != nil {
+			return fmt.Errorf("interrupt: %w", err)
+		}
+		f.tasks = t
+		defer t.Close()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
