@@ -14,6 +14,8 @@ bash interrupt/hack/prereqs.sh
 phase "interrupt prerequisites"
 bash imagewarm/hack/prereqs.sh
 phase "imagewarm prerequisites"
+bash raid/hack/prereqs.sh
+phase "raid prerequisites (QEMU, Debian kernel, mdadm, xfsprogs)"
 deploy/hack/helm.sh >/dev/null
 phase "helm"
 bash deploy/hack/prereqs.sh

@@ -2,6 +2,7 @@ package raid
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 
 	"github.com/nodeagent/nodeagent/agent/hostexec"
@@ -82,7 +83,9 @@ func (f *Feature) inNamespace(c hostexec.Cmd) hostexec.Cmd {
 	if f.cfg.Mount.Namespace != MountNamespaceHost {
 		return c
 	}
-	args := append([]string{"--mount=" + f.host.Proc("1", "ns", "mnt"), "--", c.Name}, c.Args...)
+	// Joined, not resolved: ns/mnt is a magic link ("mnt:[4026531841]").
+	ns := filepath.Join(f.host.Proc(), "1", "ns", "mnt")
+	args := append([]string{"--mount=" + ns, "--", c.Name}, c.Args...)
 	return hostexec.Cmd{Name: "nsenter", Args: args, Timeout: c.Timeout}
 }
 

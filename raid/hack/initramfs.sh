@@ -65,6 +65,7 @@ i=0
 while [ "$(ls /sys/block | grep -c '^nvme')" -lt "${want:-0}" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
 echo "GUEST up $(cut -d' ' -f1 /proc/uptime) disks=$(ls /sys/block | grep -c '^nvme')"
+echo "GUEST kernel crng $(dmesg | grep -m1 'crng init done' || echo 'crng not ready yet')"
 sh /scenario.sh 2>&1
 echo "GUEST done rc=$?"
 sync

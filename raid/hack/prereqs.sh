@@ -6,5 +6,5 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../../.ci/lib.sh"
 
-apt_install qemu-system-x86 linux-image-amd64 busybox-static mdadm xfsprogs cpio util-linux
+apt_install qemu-system-x86 linux-image-amd64 busybox-static mdadm xfsprogs e2fsprogs cpio util-linux gzip
 phase "raid apt packages"
