@@ -426,7 +426,7 @@ fact eks uuid "$(cat /sys/block/$(basename $(readlink -f /dev/md/kubernetes))/md
 			before[d.file] = hashFile(t, d.file)
 		}
 		g := q.boot(t, "boot2", slicesConcat(R[:3], S), map[string]string{
-			"scenario.sh":     ". /lib.sh\n" + run("missing", 9911, rPath) + run("single", 9912, sPath) + check("single", sPath),
+			"scenario.sh":      ". /lib.sh\n" + run("missing", 9911, rPath) + run("single", 9912, sPath) + check("single", sPath),
 			"cfg/missing.yaml": scenarioConfig("R", rPath, ""),
 			"cfg/single.yaml":  scenarioConfig("S", sPath, ""),
 		})
