@@ -298,6 +298,7 @@ func container(t *testing.T, ds map[string]any) map[string]any {
 
 type rbacRule struct {
 	APIGroup, Resource, Verbs string
+	Names                     string // resourceNames, comma-separated; "" = any
 }
 
 // TestClusterRoleRules pins the agent's permissions. Widening them must show
@@ -316,33 +317,43 @@ func TestClusterRoleRules(t *testing.T) {
 			if _, ok := r["nonResourceURLs"]; ok {
 				t.Errorf("rule with nonResourceURLs: %v", r)
 			}
-			if _, ok := r["resourceNames"]; ok {
-				t.Errorf("rule with resourceNames is not pinned by this test: %v", r)
-			}
-			var verbs []string
-			for _, v := range r["verbs"].([]any) {
-				verbs = append(verbs, v.(string))
-			}
-			slices.Sort(verbs)
-			for _, g := range r["apiGroups"].([]any) {
-				for _, res := range r["resources"].([]any) {
-					got = append(got, rbacRule{g.(string), res.(string), strings.Join(verbs, ",")})
-				}
-			}
+			got = append(got, flattenRule(r)...)
 		}
 	}
 	if n != 1 {
 		t.Fatalf("%d ClusterRoles in %s, want 1", n, manifestsFile)
 	}
-	want := []rbacRule{
-		{"", "nodes", "get,list,patch,watch"}, // NodeWatch; readiness gate (taint, label)
-		{"", "nodes/status", "patch"},         // node condition
-		{"events.k8s.io", "events", "create"}, // Events on the Node
-		{"", "services", "get"},               // dnscache: kube-dns-upstream
+	if !slices.Equal(got, agentRules) {
+		t.Errorf("ClusterRole rules changed.\n got: %v\nwant: %v\nIf the widening is needed, update this test and name the feature in templates/clusterrole.yaml.", got, agentRules)
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("ClusterRole rules changed.\n got: %v\nwant: %v\nIf the widening is needed, update this test and name the feature in templates/clusterrole.yaml.", got, want)
+}
+
+// agentRules are the agent's own rules, whatever features are enabled.
+var agentRules = []rbacRule{
+	{"", "nodes", "get,list,patch,watch", ""}, // NodeWatch; readiness gate (taint, label)
+	{"", "nodes/status", "patch", ""},         // node condition
+	{"events.k8s.io", "events", "create", ""}, // Events on the Node
+}
+
+// flattenRule turns a PolicyRule into one rbacRule per group and resource.
+func flattenRule(r map[string]any) []rbacRule {
+	strs := func(k string) []string {
+		var out []string
+		l, _ := r[k].([]any)
+		for _, v := range l {
+			out = append(out, v.(string))
+		}
+		slices.Sort(out)
+		return out
 	}
+	verbs, names := strings.Join(strs("verbs"), ","), strings.Join(strs("resourceNames"), ",")
+	var out []rbacRule
+	for _, g := range strs("apiGroups") {
+		for _, res := range strs("resources") {
+			out = append(out, rbacRule{g, res, verbs, names})
+		}
+	}
+	return out
 }
 
 // TestDaemonSetInvariants checks the properties the agent relies on in the
@@ -365,8 +376,7 @@ func TestDaemonSetInvariants(t *testing.T) {
 		got  any
 		want any
 	}{
-		{"hostNetwork (dnscache on 169.254.20.10, IMDS hop limit 1)", pod["hostNetwork"], true},
-		{"hostPID (interrupt signals executor JVMs)", pod["hostPID"], true},
+		{"hostNetwork (the metrics port on the node)", pod["hostNetwork"], true},
 		{"dnsPolicy Default (never the cluster DNS it may serve)", pod["dnsPolicy"], "Default"},
 		{"priorityClassName", pod["priorityClassName"], "system-node-critical"},
 		{"terminationGracePeriodSeconds above agent.shutdownTimeout", pod["terminationGracePeriodSeconds"], 30},
@@ -374,7 +384,7 @@ func TestDaemonSetInvariants(t *testing.T) {
 		{"surge rollout", dig(ds, "spec", "updateStrategy"), map[string]any{"type": "RollingUpdate",
 			"rollingUpdate": map[string]any{"maxSurge": 1, "maxUnavailable": 0}}},
 		{"no ports: with hostNetwork each becomes a hostPort and blocks the surge pod", c["ports"], nil},
-		{"privileged (Bidirectional propagation, devices)", dig(c, "securityContext", "privileged"), true},
+		{"read-only root filesystem", dig(c, "securityContext", "readOnlyRootFilesystem"), true},
 		{"no pod annotations: a config checksum would defeat hot reload", dig(ds, "spec", "template", "metadata", "annotations"), nil},
 		{"liveness asks its own agent", dig(c, "livenessProbe", "exec", "command"), []any{"/usr/local/bin/nodeagent", "probe", "healthz", "--socket=/run/nodeagent/probe.sock"}},
 		{"readiness asks its own agent", dig(c, "readinessProbe", "exec", "command"), []any{"/usr/local/bin/nodeagent", "probe", "readyz", "--socket=/run/nodeagent/probe.sock"}},
@@ -423,12 +433,8 @@ func TestDaemonSetInvariants(t *testing.T) {
 		got = append(got, mount{sources[m["name"].(string)], m["mountPath"].(string), prop, ro})
 	}
 	want := []mount{
-		{"configMap:nodeagent", "/etc/nodeagent", "", true},                                          // agent config, a directory for hot reload
-		{"hostPath:/:Directory", "/host", "HostToContainer", true},                                   // --host-root
-		{"hostPath:/dev:Directory", "/host/dev", "HostToContainer", false},                           // raid devices
-		{"hostPath:/mnt/nodeagent:DirectoryOrCreate", "/host/mnt/nodeagent", "Bidirectional", false}, // raid, imagewarm mounts
-		{"hostPath:/var/lib/nodeagent:DirectoryOrCreate", "/host/var/lib/nodeagent", "", false},      // agent state
-		{"hostPath:/run/xtables.lock:FileOrCreate", "/run/xtables.lock", "", false},                  // dnscache iptables mode
+		{"configMap:nodeagent", "/etc/nodeagent", "", true},                                     // agent config, a directory for hot reload
+		{"hostPath:/var/lib/nodeagent:DirectoryOrCreate", "/host/var/lib/nodeagent", "", false}, // agent state
 		{"emptyDir", "/run", "", false},
 		{"emptyDir", "/tmp", "", false},
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,12 +97,11 @@ func nftTableExists(ctx context.Context, family, name string) bool {
 // dnsConfig is the dnscache section the test enables: a bridge instead of
 // a dummy interface (this kernel has no dummy driver), and every upstream
 // on the loopback server.
+// Disabled, the section keeps the rest, so that the chart renders the same
+// privileges (with keepPrivileges).
 func dnsConfig(upstreamAddr string, enabled bool) string {
-	if !enabled {
-		return "dnscache:\n  enabled: false\n  interfaceType: bridge\n"
-	}
 	return `dnscache:
-  enabled: true
+  enabled: ` + strconv.FormatBool(enabled) + `
   interfaceType: bridge
   clusterDNS:
     addresses: ["` + upstreamAddr + `"]
@@ -113,6 +113,20 @@ func dnsConfig(upstreamAddr string, enabled bool) string {
 
 // replaceSection swaps the top-level YAML section name (up to the next
 // top-level key) for repl.
+// logPrivileges logs what the agent pod runs with.
+func logPrivileges(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	sc := p.Spec.Containers[0].SecurityContext
+	var paths []string
+	for _, v := range p.Spec.Volumes {
+		if v.HostPath != nil {
+			paths = append(paths, v.HostPath.Path)
+		}
+	}
+	t.Logf("agent pod %s: hostNetwork=%v hostPID=%v privileged=%v capabilities=%+v hostPaths=%v",
+		p.Name, p.Spec.HostNetwork, p.Spec.HostPID, sc.Privileged != nil && *sc.Privileged, sc.Capabilities, paths)
+}
+
 func replaceSection(cfg, name, repl string) string {
 	lines := strings.Split(cfg, "\n")
 	var out []string
@@ -139,14 +153,20 @@ func replaceSection(cfg, name, repl string) string {
 	return strings.Join(out, "\n")
 }
 
-// testDNSThroughAgent enables dnscache through the ConfigMap, resolves a
-// name from a pod on the pod network through the agent's address, checks
-// the answer came through the agent (its metrics) from the upstream, then
-// disables the feature and checks the agent removed its interface and
-// nftables table.
+// testDNSThroughAgent enables dnscache through the chart (the pod gets
+// dnscache's privileges, so the DaemonSet rolls), resolves a name from a pod
+// on the pod network through the agent's address, checks the answer came
+// through the agent (its metrics) from the upstream, then disables the
+// feature and checks the agent removed its interface and nftables table.
 func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	up := startUpstream(t)
-	updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "dnscache", dnsConfig(up.addr, true)) })
+	before := agentPod(ctx, t, c)
+	applyConfig(ctx, t, c, replaceSection(currentConfig(ctx, t, c), "dnscache", dnsConfig(up.addr, true)))
+	if p := waitRollout(ctx, t, c); p.UID == before.UID {
+		t.Fatalf("enabling dnscache did not roll the agent pod: its privileges did not change")
+	} else {
+		logPrivileges(t, p)
+	}
 	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		return strings.Contains(scrape(ctx, t), `nodeagent_feature_ready{feature="dnscache"} 1`), nil
 	})
@@ -210,8 +230,12 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 
 	testDNSRollingUpdate(ctx, t, c)
 
-	// Disabling the feature tears its host state down.
-	updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "dnscache", dnsConfig(up.addr, false)) })
+	// Disabling the feature tears its host state down. keepPrivileges keeps
+	// the privileges its teardown needs: the pod template stays the same and
+	// the running agent applies the change by hot reload.
+	running := agentPod(ctx, t, c)
+	applyConfig(ctx, t, c, replaceSection(currentConfig(ctx, t, c), "dnscache", dnsConfig(up.addr, false)),
+		"--set", "keepPrivileges={dnscache}")
 	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, ifErr := net.InterfaceByName("nodelocaldns")
 		return ifErr != nil && !nftTableExists(ctx, "inet", "nodeagent-dnscache"), nil
@@ -219,6 +243,7 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	if err != nil {
 		t.Errorf("after enabled: false, interface nodelocaldns or table inet nodeagent-dnscache is still there")
 	}
+	assertNotRestarted(ctx, t, c, running)
 	// A disabled feature does not gate readiness: the node is ready again.
 	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
 		return metricValue(scrape(ctx, t), "nodeagent_node_ready") == 1, nil

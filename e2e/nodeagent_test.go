@@ -145,21 +145,8 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 
 	// Install: helm template | kubectl apply --server-side.
 	start = time.Now()
-	rendered, err := exec.CommandContext(ctx, helmBin(t), "template", agentRelease,
-		filepath.Join(repoDir(), "deploy", "helm", "nodeagent"),
-		"--namespace", agentNamespace,
-		"--set", "image.repository="+repo,
-		"--set", "image.tag=e2e",
-		"--set", "image.pullPolicy=Always",
-	).Output()
-	if err != nil {
-		t.Fatalf("helm template: %v %s", err, stderrOf(err))
-	}
-	if out, err := c.Kubectl(ctx, string(rendered), "apply", "--server-side", "--field-manager=e2e", "-f", "-"); err != nil {
-		t.Fatalf("apply the chart: %v", err)
-	} else {
-		t.Logf("applied:\n%s", out)
-	}
+	agentRepo = repo
+	applyChart(ctx, t, c)
 	t.Cleanup(func() {
 		if t.Failed() {
 			if log, err := agentLog(c); err == nil {
@@ -171,26 +158,8 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		}
 	})
 
-	var ds *appsv1.DaemonSet
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
-		ds, err = c.Client.AppsV1().DaemonSets(agentNamespace).Get(ctx, agentName, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		s := ds.Status
-		return s.ObservedGeneration >= ds.Generation && s.DesiredNumberScheduled == 1 &&
-			s.NumberReady == 1 && s.UpdatedNumberScheduled == 1, nil
-	})
-	if err != nil {
-		var st any
-		if ds != nil {
-			st = ds.Status
-		}
-		pods, _ := c.Kubectl(ctx, "", "-n", agentNamespace, "get", "pods", "-o", "wide")
-		t.Fatalf("DaemonSet %s/%s not Ready: %v; status %+v\n%s", agentNamespace, agentName, err, st, pods)
-	}
+	pod := waitRollout(ctx, t, c)
 	t.Logf("PHASE agent-ready: %s", time.Since(start).Round(time.Millisecond))
-	pod := agentPod(ctx, t, c)
 
 	t.Run("StartupTaintRemovedAndLabelSet", func(t *testing.T) {
 		err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -368,6 +337,83 @@ func lastBytes(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// agentRepo is the image repository the agent image was pushed to.
+var agentRepo string
+
+// applyChart renders the chart with the e2e image and args (helm template)
+// and applies it server-side, as a `helm upgrade` would change the objects.
+func applyChart(ctx context.Context, t *testing.T, c *cluster.Cluster, args ...string) {
+	t.Helper()
+	rendered, err := exec.CommandContext(ctx, helmBin(t), append([]string{"template", agentRelease,
+		filepath.Join(repoDir(), "deploy", "helm", "nodeagent"),
+		"--namespace", agentNamespace,
+		"--set", "image.repository=" + agentRepo,
+		"--set", "image.tag=e2e",
+		"--set", "image.pullPolicy=Always",
+	}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("helm template: %v %s", err, stderrOf(err))
+	}
+	if out, err := c.Kubectl(ctx, string(rendered), "apply", "--server-side", "--force-conflicts", "--field-manager=e2e", "-f", "-"); err != nil {
+		t.Fatalf("apply the chart: %v", err)
+	} else {
+		t.Logf("applied:\n%s", out)
+	}
+}
+
+// applyConfig applies the chart with cfg as its config file (helm's
+// --set-file config=...): the privileges follow what cfg enables.
+func applyConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg string, args ...string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(f, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	applyChart(ctx, t, c, append([]string{"--set-file", "config=" + f}, args...)...)
+}
+
+// currentConfig is the config file in the agent's ConfigMap.
+func currentConfig(ctx context.Context, t *testing.T, c *cluster.Cluster) string {
+	t.Helper()
+	cm, err := c.Client.CoreV1().ConfigMaps(agentNamespace).Get(ctx, agentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data["config.yaml"]
+}
+
+// waitRollout waits until the DaemonSet's current template runs Ready on the
+// node and no older pod is left, and returns that pod.
+func waitRollout(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.Pod {
+	t.Helper()
+	var ds *appsv1.DaemonSet
+	var n int
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
+		var err error
+		ds, err = c.Client.AppsV1().DaemonSets(agentNamespace).Get(ctx, agentName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pods, err := c.Client.CoreV1().Pods(agentNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=nodeagent"})
+		if err != nil {
+			return false, nil
+		}
+		n = len(pods.Items)
+		s := ds.Status
+		return s.ObservedGeneration >= ds.Generation && s.DesiredNumberScheduled == 1 &&
+			s.NumberReady == 1 && s.UpdatedNumberScheduled == 1 && n == 1, nil
+	})
+	if err != nil {
+		var st any
+		if ds != nil {
+			st = ds.Status
+		}
+		pods, _ := c.Kubectl(ctx, "", "-n", agentNamespace, "get", "pods", "-o", "wide")
+		t.Fatalf("DaemonSet %s/%s not rolled out (%d pods): %v; status %+v\n%s", agentNamespace, agentName, n, err, st, pods)
+	}
+	return agentPod(ctx, t, c)
 }
 
 func agentPod(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.Pod {

@@ -1,0 +1,177 @@
+package deploy
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// privileges is everything the chart grants the agent that reaches past its
+// own container: host namespaces, capabilities, host paths and RBAC rules.
+type privileges struct {
+	HostNetwork, HostPID, Privileged bool
+	Caps                             []string   // capabilities added (all others dropped unless Privileged)
+	HostPaths                        []string   // "host path (type) -> mount path [ro] [propagation]"
+	Rules                            []rbacRule // on top of agentRules
+}
+
+// agentHostPaths are mounted whatever features are enabled.
+var agentHostPaths = []string{"/var/lib/nodeagent (DirectoryOrCreate) -> /host/var/lib/nodeagent"}
+
+// agentOnly is what the agent gets with every feature off.
+var agentOnly = privileges{HostNetwork: true, HostPaths: agentHostPaths}
+
+// dnscacheAlone is dnscache with its default config.
+var dnscacheAlone = privileges{
+	HostNetwork: true,
+	Caps:        []string{"NET_ADMIN", "NET_BIND_SERVICE"},
+	HostPaths: append(slices.Clone(agentHostPaths),
+		"/etc/resolv.conf (File) -> /host/etc/resolv.conf ro",
+		"/run/systemd/resolve (DirectoryOrCreate) -> /host/run/systemd/resolve ro"),
+	Rules: []rbacRule{{"", "services", "get", "kube-dns-upstream"}},
+}
+
+// TestPrivilegesPerFeature renders the chart with each feature enabled alone
+// and pins what the pod and its ServiceAccount get. A feature that needs more
+// adds it to its blocks in templates/daemonset.yaml and clusterrole.yaml and
+// to its row here (deploy/README.md, "Adding a feature's privileges").
+func TestPrivilegesPerFeature(t *testing.T) {
+	only := func(feature string) []string {
+		return []string{"--set-string", "config=" + feature + ":\n  enabled: true\n"}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want privileges
+	}{
+		{"defaults: every feature off", nil, agentOnly},
+		{"raid", only("raid"), agentOnly},
+		{"dnscache", only("dnscache"), dnscacheAlone},
+		{"imagewarm", only("imagewarm"), agentOnly},
+		{"interrupt", only("interrupt"), agentOnly},
+		{"conntrack", only("conntrack"), agentOnly},
+		{"dnscache iptables mode, own resolvers and cluster DNS addresses", []string{"--set-string", "config=" +
+			"dnscache:\n  enabled: true\n  firewall:\n    mode: iptables\n  clusterDNS:\n    addresses: [10.0.0.10]\n" +
+			"  node:\n    addresses: [10.0.0.2]\n"}, privileges{
+			HostNetwork: true,
+			Caps:        []string{"NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"}, // iptables-legacy opens a raw socket
+			HostPaths:   append(slices.Clone(agentHostPaths), "/run/xtables.lock (FileOrCreate) -> /run/xtables.lock"),
+		}},
+		{"dnscache another Service and resolv.conf", []string{"--set-string", "config=" +
+			"dnscache:\n  enabled: true\n  clusterDNS:\n    service: dns/coredns\n  node:\n    resolvConf: /run/resolv.conf\n"}, privileges{
+			HostNetwork: true,
+			Caps:        []string{"NET_ADMIN", "NET_BIND_SERVICE"},
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/resolv.conf (File) -> /host/run/resolv.conf ro",
+				"/run/systemd/resolve (DirectoryOrCreate) -> /host/run/systemd/resolve ro"),
+			Rules: []rbacRule{{"", "services", "get", "coredns"}},
+		}},
+		{"dnscache disabled but kept for its teardown", []string{"--set", "keepPrivileges={dnscache}"}, dnscacheAlone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runHelm(t, append([]string{"template", releaseName, chartDir, "--namespace", releaseNS}, tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := renderedPrivileges(t, out)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("privileges changed.\n got: %+v\nwant: %+v\nIf a feature needs more, add it in its block of the templates, say why there, and update its row here.", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPrivilegesBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set-string", "config=dnscache:\n  enabled: \"true\"\n"}, `config: dnscache.enabled must be true or false, not "true"`},
+		{[]string{"--set-string", "config=- a list\n"}, "config: not a YAML mapping of feature sections"},
+		{[]string{"--set-string", "config=dnscache: [1]\n"}, "config: section dnscache must be a mapping"},
+		{[]string{"--set", "keepPrivileges={dns}"}, `keepPrivileges: unknown feature "dns"`},
+	} {
+		_, err := runHelm(t, append([]string{"template", releaseName, chartDir}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("helm template %v: err = %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func renderedPrivileges(t *testing.T, manifests []byte) privileges {
+	t.Helper()
+	objs := objectsByKind(t, manifests)
+	ds := objs["DaemonSet"]
+	pod, _ := dig(ds, "spec", "template", "spec").(map[string]any)
+	c := container(t, ds)
+	var p privileges
+	p.HostNetwork, _ = pod["hostNetwork"].(bool)
+	p.HostPID, _ = pod["hostPID"].(bool)
+	if _, ok := pod["hostIPC"]; ok {
+		t.Errorf("hostIPC is set: no feature needs it")
+	}
+	sc, _ := c["securityContext"].(map[string]any)
+	p.Privileged, _ = sc["privileged"].(bool)
+	if !p.Privileged {
+		if sc["allowPrivilegeEscalation"] != false {
+			t.Errorf("allowPrivilegeEscalation = %v, want false in an unprivileged container", sc["allowPrivilegeEscalation"])
+		}
+		if drop := dig(sc, "capabilities", "drop"); !reflect.DeepEqual(drop, []any{"ALL"}) {
+			t.Errorf("capabilities.drop = %v, want [ALL]", drop)
+		}
+	}
+	add, _ := dig(sc, "capabilities", "add").([]any)
+	for _, a := range add {
+		p.Caps = append(p.Caps, a.(string))
+	}
+
+	hostPaths := map[string]string{}
+	vols, _ := pod["volumes"].([]any)
+	for _, v := range vols {
+		v := v.(map[string]any)
+		if v["hostPath"] != nil {
+			hostPaths[v["name"].(string)] = fmt.Sprintf("%v (%v)", dig(v, "hostPath", "path"), dig(v, "hostPath", "type"))
+		}
+	}
+	mounts, _ := c["volumeMounts"].([]any)
+	mounted := map[string]bool{}
+	for _, m := range mounts {
+		m := m.(map[string]any)
+		name := m["name"].(string)
+		src, ok := hostPaths[name]
+		if !ok {
+			continue
+		}
+		mounted[name] = true
+		s := src + " -> " + m["mountPath"].(string)
+		if ro, _ := m["readOnly"].(bool); ro {
+			s += " ro"
+		}
+		if prop, _ := m["mountPropagation"].(string); prop != "" {
+			s += " " + prop
+		}
+		p.HostPaths = append(p.HostPaths, s)
+	}
+	for name := range hostPaths {
+		if !mounted[name] {
+			t.Errorf("hostPath volume %s is not mounted", name)
+		}
+	}
+
+	agent := 0
+	for _, r := range dig(objs["ClusterRole"], "rules").([]any) {
+		for _, fr := range flattenRule(r.(map[string]any)) {
+			if agent < len(agentRules) && fr == agentRules[agent] {
+				agent++
+				continue
+			}
+			p.Rules = append(p.Rules, fr)
+		}
+	}
+	if agent != len(agentRules) {
+		t.Errorf("the ClusterRole lacks some of the agent's own rules %v", agentRules)
+	}
+	return p
+}
