@@ -91,7 +91,7 @@ func TestPrivilegesBadConfig(t *testing.T) {
 		{[]string{"--set-string", "config=dnscache:\n  enabled: \"true\"\n"}, `config: dnscache.enabled must be true or false, not "true"`},
 		{[]string{"--set-string", "config=- a list\n"}, "config: not a YAML mapping of feature sections"},
 		{[]string{"--set-string", "config=dnscache: [1]\n"}, "config: section dnscache must be a mapping"},
-		{[]string{"--set", "keepPrivileges={dns}"}, `keepPrivileges: unknown feature "dns"`},
+		{[]string{"--set", "keepPrivileges={dns}"}, "keepPrivileges"}, // the schema, and the template behind it
 	} {
 		_, err := runHelm(t, append([]string{"template", releaseName, chartDir}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -174,4 +174,59 @@ func renderedPrivileges(t *testing.T, manifests []byte) privileges {
 		t.Errorf("the ClusterRole lacks some of the agent's own rules %v", agentRules)
 	}
 	return p
+}
+
+// TestOwnNodePolicy: the manifests ship the ValidatingAdmissionPolicy that
+// keeps the agent's ServiceAccount to its own Node, bound with Deny. What it
+// refuses is proven against a real API server in e2e (OwnNodeOnly).
+func TestOwnNodePolicy(t *testing.T) {
+	var policy, binding map[string]any
+	for _, o := range committedObjects(t) {
+		switch o["kind"] {
+		case "ValidatingAdmissionPolicy":
+			policy = o
+		case "ValidatingAdmissionPolicyBinding":
+			binding = o
+		}
+	}
+	if policy == nil || binding == nil {
+		t.Fatalf("manifests lack the ValidatingAdmissionPolicy or its binding")
+	}
+	name := dig(policy, "metadata", "name")
+	for _, tc := range []struct {
+		what      string
+		got, want any
+	}{
+		{"apiVersion (GA)", policy["apiVersion"], "admissionregistration.k8s.io/v1"},
+		{"failurePolicy", dig(policy, "spec", "failurePolicy"), "Fail"},
+		{"matches the agent's ServiceAccount only", dig(policy, "spec", "matchConditions"), []any{map[string]any{
+			"name": "nodeagent-service-account", "expression": `request.userInfo.username == "system:serviceaccount:kube-system:nodeagent"`}}},
+		{"binding names the policy", dig(binding, "spec", "policyName"), name},
+		{"binding denies", dig(binding, "spec", "validationActions"), []any{"Deny"}},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.what, tc.got, tc.want)
+		}
+	}
+	var resources []string
+	for _, r := range dig(policy, "spec", "matchConstraints", "resourceRules").([]any) {
+		for _, res := range r.(map[string]any)["resources"].([]any) {
+			resources = append(resources, res.(string))
+		}
+	}
+	if want := []string{"nodes", "nodes/status", "events"}; !slices.Equal(resources, want) {
+		t.Errorf("policy covers %v, want %v", resources, want)
+	}
+	vars := fmt.Sprint(dig(policy, "spec", "variables"))
+	if !strings.Contains(vars, `request.userInfo.extra["authentication.kubernetes.io/node-name"]`) {
+		t.Errorf("policy does not read the token's node name: %s", vars)
+	}
+
+	out, err := runHelm(t, "template", releaseName, chartDir, "--set", "ownNodePolicy.create=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs := objectsByKind(t, out); objs["ValidatingAdmissionPolicy"] != nil || objs["ValidatingAdmissionPolicyBinding"] != nil {
+		t.Errorf("ownNodePolicy.create=false still renders the policy")
+	}
 }

@@ -252,6 +252,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		}
 	})
 
+	t.Run("OwnNodeOnly", func(t *testing.T) {
+		testOwnNodeOnly(ctx, t, c, pod)
+	})
+
 	t.Run("ConfigMapChangeAppliedWithoutRestart", func(t *testing.T) {
 		before := scrape(ctx, t)
 		reloads := metricValue(before, "nodeagent_config_reloads_total")
