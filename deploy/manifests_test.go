@@ -214,8 +214,9 @@ func TestChartValues(t *testing.T) {
 	})
 
 	t.Run("image digest wins over tag", func(t *testing.T) {
-		objs := render(t, "--set", "image.tag=v9", "--set", "image.digest=sha256:abc")
-		if got := container(t, objs["DaemonSet"])["image"]; got != "ghcr.io/nodeagent/nodeagent@sha256:abc" {
+		digest := "sha256:" + strings.Repeat("ab", 32)
+		objs := render(t, "--set", "image.tag=v9", "--set", "image.digest="+digest)
+		if got := container(t, objs["DaemonSet"])["image"]; got != "ghcr.io/nodeagent/nodeagent@"+digest {
 			t.Errorf("image = %v", got)
 		}
 	})
