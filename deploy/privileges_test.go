@@ -114,15 +114,16 @@ func renderedPrivileges(t *testing.T, manifests []byte) privileges {
 	}
 	sc, _ := c["securityContext"].(map[string]any)
 	p.Privileged, _ = sc["privileged"].(bool)
+	add, _ := dig(sc, "capabilities", "add").([]any)
 	if !p.Privileged {
-		if sc["allowPrivilegeEscalation"] != false {
-			t.Errorf("allowPrivilegeEscalation = %v, want false in an unprivileged container", sc["allowPrivilegeEscalation"])
+		// Kubernetes refuses allowPrivilegeEscalation: false with SYS_ADMIN.
+		if sysAdmin := slices.Contains(add, any("SYS_ADMIN")); (sc["allowPrivilegeEscalation"] == false) == sysAdmin {
+			t.Errorf("allowPrivilegeEscalation = %v, want false in an unprivileged container unless it adds SYS_ADMIN", sc["allowPrivilegeEscalation"])
 		}
 		if drop := dig(sc, "capabilities", "drop"); !reflect.DeepEqual(drop, []any{"ALL"}) {
 			t.Errorf("capabilities.drop = %v, want [ALL]", drop)
 		}
 	}
-	add, _ := dig(sc, "capabilities", "add").([]any)
 	for _, a := range add {
 		p.Caps = append(p.Caps, a.(string))
 	}
