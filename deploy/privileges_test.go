@@ -47,11 +47,34 @@ func TestPrivilegesPerFeature(t *testing.T) {
 		want privileges
 	}{
 		{"defaults: every feature off", nil, agentOnly},
-		{"raid", only("raid"), agentOnly},
+		{"raid", only("raid"), privileges{
+			HostNetwork: true, HostPID: true, Privileged: true, // devices, nsenter into PID 1's mount namespace
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/ (Directory) -> /host ro HostToContainer",
+				"/dev (Directory) -> /host/dev HostToContainer"),
+		}},
+		{"raid mounting in the agent's namespace", []string{"--set-string", "config=raid:\n  enabled: true\n  mount:\n    namespace: agent\n"}, privileges{
+			HostNetwork: true, HostPID: true, Privileged: true,
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/ (Directory) -> /host ro HostToContainer",
+				"/dev (Directory) -> /host/dev HostToContainer",
+				"/mnt/nodeagent (DirectoryOrCreate) -> /host/mnt/nodeagent Bidirectional"),
+		}},
 		{"dnscache", only("dnscache"), dnscacheAlone},
 		{"imagewarm", only("imagewarm"), agentOnly},
-		{"interrupt", only("interrupt"), agentOnly},
-		{"conntrack", only("conntrack"), agentOnly},
+		{"interrupt", only("interrupt"), privileges{
+			HostNetwork: true, // IMDS hop limit 1
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock"),
+			Rules: []rbacRule{{"", "pods", "get,list", ""}, {"policy", "poddisruptionbudgets", "create,delete", ""}},
+		}},
+		{"interrupt evicting, unguarded", []string{"--set-string", "config=interrupt:\n  enabled: true\n" +
+			"  decommission:\n    strategy: evict\n    guardEviction: false\n"}, privileges{
+			HostNetwork: true,
+			HostPaths:   agentHostPaths,
+			Rules:       []rbacRule{{"", "pods", "get,list", ""}, {"", "pods/eviction", "create", ""}},
+		}},
+		{"conntrack", only("conntrack"), privileges{HostNetwork: true, Caps: []string{"NET_ADMIN"}, HostPaths: agentHostPaths}},
 		{"dnscache iptables mode, own resolvers and cluster DNS addresses", []string{"--set-string", "config=" +
 			"dnscache:\n  enabled: true\n  firewall:\n    mode: iptables\n  clusterDNS:\n    addresses: [10.0.0.10]\n" +
 			"  node:\n    addresses: [10.0.0.2]\n"}, privileges{

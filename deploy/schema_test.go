@@ -27,8 +27,10 @@ func TestValuesSchema(t *testing.T) {
 		{[]string{"--set", "tolerateAllTaints=maybe"}, "/tolerateAllTaints"},
 		{[]string{"--set", "readinessProbe.httpGet.port=1"}, "/readinessProbe"},
 		{[]string{"--set", "terminationGracePeriodSeconds=0"}, "/terminationGracePeriodSeconds"},
-		{[]string{"--set", "prometheusRule.featureDownFor=10 minutes"}, "/prometheusRule/featureDownFor"},
-		{[]string{"--set", "prometheusRule.disabledAlerts={NodeagentTypo}"}, "/prometheusRule/disabledAlerts/0"},
+		{[]string{"--set", "prometheusRule.forDurations.NodeagentFeatureDown=10 minutes"}, "/prometheusRule/forDurations/NodeagentFeatureDown"},
+		{[]string{"--set", "prometheusRule.forDurations.FeatureDown=10m"}, "invalid propertyName 'FeatureDown'"},
+		{[]string{"--set", "prometheusRule.disabledAlerts={featureDown}"}, "/prometheusRule/disabledAlerts/0"},
+		{[]string{"--set", "dashboard.enabled=yes"}, "/dashboard/enabled"},
 		{[]string{"--set", "podLabels.team=1"}, "/podLabels/team"},
 	} {
 		_, err := runHelm(t, append([]string{"template", releaseName, chartDir}, tc.set...)...)
