@@ -20,6 +20,8 @@ type Conntrack struct {
 	log *slog.Logger
 	col *collector
 	dns *dnsCounter
+	// lastResult is the previous pass's result, to log changes once.
+	lastResult string
 }
 
 var _ agent.Feature = (*Conntrack)(nil)
@@ -109,11 +111,18 @@ func (c *Conntrack) countDNS() {
 		if err != nil {
 			result = reasonOf(err)
 			c.col.m.readErrors.WithLabelValues("dns_count", result).Inc()
-			c.log.Warn("DNS flow count failed", "reason", result, "err", err)
+			if result != c.lastResult {
+				c.log.Warn("DNS flow count failed; retrying every dnsFlows.interval, logged again when the reason changes",
+					"reason", result, "err", err, "interval", c.cfg.DNSFlows.Interval)
+			}
 			break
 		}
 		res = &dnsResult{udp: udp, tcp: tcp, took: time.Since(start), at: time.Now()}
 	}
+	if result == resultOK && c.lastResult != resultOK && c.lastResult != "" {
+		c.log.Info("DNS flows counted again", "previously", c.lastResult)
+	}
+	c.lastResult = result
 	c.col.m.dnsPasses.WithLabelValues(result).Inc()
 	c.col.mu.Lock()
 	if res != nil {

@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -380,5 +381,32 @@ func TestRootENAVeth(t *testing.T) {
 	}
 	if _, ok := enaAllowances("ct0", st); ok {
 		t.Error("veth statistics taken for ENA ones")
+	}
+}
+
+// TestRootRun runs the feature as the agent does: the first pass counts at
+// once, and cancelling Run returns nil after its work stopped.
+func TestRootRun(t *testing.T) {
+	needRoot(t)
+	ns := newTestNS(t)
+	ns.track(t)
+	if err := ns.udpFlows(t, 4, "127.0.0.1:53"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ENA.Enabled = false
+	c, reg := startIn(t, ns, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	eventually(t, 10*time.Second, "a DNS pass", func() bool {
+		return scrape(t, reg)[`nodeagent_conntrack_dns_count_passes_total{result="ok"}`] >= 1
+	})
+	if got := scrape(t, reg)[`nodeagent_conntrack_dns_flows{proto="udp"}`]; got != 4 {
+		t.Errorf("dns_flows udp = %v, want 4", got)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Run returned %v, want nil", err)
 	}
 }
