@@ -74,6 +74,13 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostPaths:   agentHostPaths,
 			Rules:       []rbacRule{{"", "pods", "get,list", ""}, {"", "pods/eviction", "create", ""}},
 		}},
+		{"interrupt signalling, evicting at the deadline", []string{"--set-string", "config=interrupt:\n  enabled: true\n" +
+			"  decommission:\n    fallback: evict\n  containerd:\n    socket: /run/k3s/containerd/containerd.sock\n"}, privileges{
+			HostNetwork: true,
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/k3s/containerd/containerd.sock (Socket) -> /host/run/k3s/containerd/containerd.sock"),
+			Rules: []rbacRule{{"", "pods", "get,list", ""}, {"", "pods/eviction", "create", ""}, {"policy", "poddisruptionbudgets", "create,delete", ""}},
+		}},
 		{"conntrack", only("conntrack"), privileges{HostNetwork: true, Caps: []string{"NET_ADMIN"}, HostPaths: agentHostPaths}},
 		{"dnscache iptables mode, own resolvers and cluster DNS addresses", []string{"--set-string", "config=" +
 			"dnscache:\n  enabled: true\n  firewall:\n    mode: iptables\n  clusterDNS:\n    addresses: [10.0.0.10]\n" +

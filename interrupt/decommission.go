@@ -271,7 +271,8 @@ func guardName(pod *corev1.Pod) string {
 // exit until the deadline, then reports its outcome (pod Event + metric),
 // removes its guard and, if configured, evicts one still running.
 func (f *Interrupt) follow(ctx context.Context, wg *sync.WaitGroup, e executor, deadline time.Time) {
-	if e.container == "" || f.tasks == nil {
+	strategy := f.cfg.Decommission.Strategy
+	if e.container == "" || (strategy == StrategySignal && f.tasks == nil) {
 		return
 	}
 	f.mu.Lock()
@@ -281,12 +282,17 @@ func (f *Interrupt) follow(ctx context.Context, wg *sync.WaitGroup, e executor, 
 	}
 	f.tracked[e.container] = true
 	f.mu.Unlock()
-	strategy := f.cfg.Decommission.Strategy
 	start := f.now()
 	wg.Go(func() {
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
-		code, err := f.tasks.Wait(wctx, e.container)
+		var code uint32
+		var err error
+		if strategy == StrategySignal {
+			code, err = f.tasks.Wait(wctx, e.container)
+		} else {
+			code, err = f.waitPod(wctx, e) // evict: no containerd socket needed
+		}
 		if ctx.Err() != nil {
 			return // the agent stops; the guard goes with the pod
 		}
@@ -313,6 +319,31 @@ func (f *Interrupt) follow(ctx context.Context, wg *sync.WaitGroup, e executor, 
 			f.fallbackEvict(ctx, e)
 		}
 	})
+}
+
+// waitPod follows an evicted executor through the API server (a GET every
+// second or so) until its container terminated or the pod is gone.
+func (f *Interrupt) waitPod(ctx context.Context, e executor) (uint32, error) {
+	for {
+		pod, err := f.kube.Pod(ctx, e.pod.Namespace, e.pod.Name)
+		switch {
+		case apierrors.IsNotFound(err) || (err == nil && pod.UID != e.pod.UID):
+			return 0, errGone // deleted after it stopped: the exit code went with it
+		case err == nil:
+			for _, cs := range pod.Status.ContainerStatuses {
+				if strings.TrimPrefix(cs.ContainerID, "containerd://") == e.container && cs.State.Terminated != nil {
+					return uint32(cs.State.Terminated.ExitCode), nil
+				}
+			}
+		}
+		t := time.NewTimer(jitter(time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func (f *Interrupt) fallbackEvict(ctx context.Context, e executor) {

@@ -151,6 +151,17 @@ func (c *fakeCluster) NodePods(_ context.Context, selector string) ([]corev1.Pod
 	return out, nil
 }
 
+func (c *fakeCluster) Pod(_ context.Context, ns, name string) (*corev1.Pod, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.pods {
+		if p.Namespace == ns && p.Name == name {
+			return p.DeepCopy(), nil
+		}
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
+}
+
 func (c *fakeCluster) AddTaint(_ context.Context, t corev1.Taint) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

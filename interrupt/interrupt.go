@@ -24,6 +24,7 @@ const Name = "interrupt"
 type cluster interface {
 	Node(ctx context.Context) (*corev1.Node, error)
 	NodePods(ctx context.Context, labelSelector string) ([]corev1.Pod, error)
+	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 	AddTaint(ctx context.Context, taint corev1.Taint) (bool, error)
 	SetAnnotation(ctx context.Context, key string, value *string) error
 	Evict(ctx context.Context, namespace, name string, grace *int64) error
