@@ -82,6 +82,10 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			Rules: []rbacRule{{"", "pods", "get,list", ""}, {"", "pods/eviction", "create", ""}, {"policy", "poddisruptionbudgets", "create,delete", ""}},
 		}},
 		{"conntrack", only("conntrack"), privileges{HostNetwork: true, Caps: []string{"NET_ADMIN"}, HostPaths: agentHostPaths}},
+		{"conntrack from /proc only, no DNS flows", []string{"--set-string", "config=conntrack:\n  enabled: true\n" +
+			"  source: procfs\n  dnsFlows:\n    enabled: false\n"}, privileges{HostNetwork: true, HostPaths: agentHostPaths}},
+		{"conntrack from /proc, DNS flows on", []string{"--set-string", "config=conntrack:\n  enabled: true\n  source: procfs\n"},
+			privileges{HostNetwork: true, Caps: []string{"NET_ADMIN"}, HostPaths: agentHostPaths}},
 		{"dnscache iptables mode, own resolvers and cluster DNS addresses", []string{"--set-string", "config=" +
 			"dnscache:\n  enabled: true\n  firewall:\n    mode: iptables\n  clusterDNS:\n    addresses: [10.0.0.10]\n" +
 			"  node:\n    addresses: [10.0.0.2]\n"}, privileges{
