@@ -47,8 +47,21 @@ func runInNS(t *testing.T, cfg *Config, deps agent.Deps, ns *testNS) (stop func(
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-errc })
+		return runErr
+	}
+	// Registered after newTestNS's clean-up, so it runs before the namespace
+	// handle is closed, also when the test stops at a t.Fatal before calling
+	// stop. Without it the cache outlived the test on a closed handle, whose
+	// fd number the process soon reused (netns.Get of the host namespace in
+	// inNetns): the leaked cache then made its interface in the host's
+	// namespace (a stale host nodelocaldns, found by e2e's clean-state check).
+	t.Cleanup(func() { stop() })
 	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
-	return func() error { cancel(); return <-errc }
+	return stop
 }
 
 // testNS is a named namespace (so that `ip netns exec` reaches it) with lo up.
