@@ -67,6 +67,11 @@ type Config struct {
 	// NodeLabel is set on the Node once the mount is ready, to the layout
 	// ("raid0" or "disk"); "" = off.
 	NodeLabel string `yaml:"nodeLabel"`
+	// CapacityResource, when set (e.g. nodeagent.io/local-scratch), is an
+	// extended resource on the Node whose capacity is the mounted
+	// filesystem's size in bytes (0 while not ready), so executors can
+	// request scratch space and the scheduler counts it. "" = off.
+	CapacityResource string `yaml:"capacityResource"`
 	// AllowNoDisks makes a node without any selected disk ready (nothing to
 	// do) instead of not ready.
 	AllowNoDisks bool `yaml:"allowNoDisks"`
@@ -143,6 +148,7 @@ func DefaultConfig() *Config {
 		Directories:       []DirectoryConfig{},
 		HostArrays:        []string{"kubernetes", "ephemeral"},
 		NodeLabel:         "nodeagent.io/local-nvme",
+		CapacityResource:  "",
 		AllowNoDisks:      false,
 		ReconcileInterval: time.Minute,
 		CommandTimeout:    10 * time.Minute,
@@ -241,6 +247,11 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeLabel != "" && len(validation.IsQualifiedName(c.NodeLabel)) > 0 {
 		errs.Addf("nodeLabel", "must be a Kubernetes label key like nodeagent.io/local-nvme, got %q: %s", c.NodeLabel, strings.Join(validation.IsQualifiedName(c.NodeLabel), "; "))
+	}
+	if r := c.CapacityResource; r != "" {
+		if p, _, ok := strings.Cut(r, "/"); !ok || len(validation.IsQualifiedName(r)) > 0 || p == "kubernetes.io" || strings.HasSuffix(p, ".kubernetes.io") {
+			errs.Addf("capacityResource", "must be an extended resource name with a domain of your own, like nodeagent.io/local-scratch, got %q", r)
+		}
 	}
 	if c.ReconcileInterval < time.Second {
 		errs.Addf("reconcileInterval", "must be >= 1s, got %s", c.ReconcileInterval)

@@ -35,6 +35,8 @@ func TestValidate(t *testing.T) {
 			`directories[1].mode: must be an octal mode like "0755", got "755x"`, `directories[2].path: "spark" is listed twice`}},
 		{"bad label key", "nodeLabel: 'a b'", []string{`nodeLabel: must be a Kubernetes label key`}},
 		{"intervals", "reconcileInterval: 100ms\ncommandTimeout: 0s", []string{"reconcileInterval: must be >= 1s, got 100ms", "commandTimeout: must be >= 1s, got 0s"}},
+		{"capacity resource without a domain", "capacityResource: scratch", []string{`capacityResource: must be an extended resource name with a domain of your own`}},
+		{"capacity resource in kubernetes.io", "capacityResource: kubernetes.io/scratch", []string{`capacityResource: must be an extended resource name`}},
 		{"unknown key", "mount: {pth: /x}", []string{"raid.mount.pth: unknown key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

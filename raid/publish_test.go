@@ -28,7 +28,9 @@ func TestPublish(t *testing.T) {
 	kc.Start(ctx)
 
 	host := fixture(t, "single_disk")
-	f, err := New(DefaultConfig(), agent.Deps{Host: host, Exec: &fakeHost{t: t, host: host}, Kube: kc})
+	cfg := DefaultConfig()
+	cfg.CapacityResource = "nodeagent.io/local-scratch"
+	f, err := New(cfg, agent.Deps{Host: host, Exec: &fakeHost{t: t, host: host}, Kube: kc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +46,11 @@ func TestPublish(t *testing.T) {
 	if got := api.Node().Labels["nodeagent.io/local-nvme"]; got != LayoutDisk {
 		t.Errorf("label = %q, want %q", got, LayoutDisk)
 	}
+	rep.CapacityBytes = 1 << 40 // the fixture's statfs is the test machine's
+	f.publish(ctx, rep, nil)
+	if q := api.Node().Status.Capacity["nodeagent.io/local-scratch"]; q.String() != "1Ti" {
+		t.Errorf("capacity = %s, want 1Ti", q.String())
+	}
 
 	blocked := &Report{Decision: Decision{Action: ActionBlocked, Reason: "nodeagent's array X has 1 of its 2 members here"}, State: &State{}}
 	f.publish(ctx, blocked, nil)
@@ -52,6 +59,9 @@ func TestPublish(t *testing.T) {
 	}
 	if _, ok := api.Node().Labels["nodeagent.io/local-nvme"]; ok {
 		t.Error("label still set while not ready")
+	}
+	if q := api.Node().Status.Capacity["nodeagent.io/local-scratch"]; !q.IsZero() {
+		t.Errorf("capacity = %s while not ready, want 0", q.String())
 	}
 	kc.Stop()
 	var reasons []string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
@@ -46,6 +47,7 @@ type Feature struct {
 	last     *Report
 	reported string // the last decision reported as an Event
 	labelled string // the Node label value this process set; labelUnknown at start
+	capacity int64  // the extended resource capacity this process set; -1 at start
 	started  time.Time
 	timed    bool // setup duration recorded
 }
@@ -64,7 +66,7 @@ func New(cfg *Config, deps agent.Deps) (*Feature, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: DefaultLockPath, ready: errNotYet, labelled: labelUnknown}
+	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: DefaultLockPath, ready: errNotYet, labelled: labelUnknown, capacity: -1}
 	if deps.Metrics != nil {
 		m, err := newMetrics(deps.Metrics, f)
 		if err != nil {
@@ -161,6 +163,32 @@ func (f *Feature) publish(ctx context.Context, rep *Report, err error) {
 		f.event(corev1.EventTypeWarning, "RaidNotReady", "Ensure", "%s", rep.Decision.Reason)
 	}
 	f.syncLabel(ctx, rep, ready)
+	f.syncCapacity(ctx, rep, ready)
+}
+
+// syncCapacity advertises the mounted filesystem's size as the extended
+// resource (0 while not ready); it writes only on change.
+func (f *Feature) syncCapacity(ctx context.Context, rep *Report, ready error) {
+	if f.kube == nil || f.cfg.CapacityResource == "" {
+		return
+	}
+	want := int64(0)
+	if ready == nil && rep != nil {
+		want = int64(rep.CapacityBytes)
+	}
+	f.mu.Lock()
+	have := f.capacity
+	f.mu.Unlock()
+	if want == have {
+		return
+	}
+	if err := f.kube.SetCapacity(ctx, f.cfg.CapacityResource, *resource.NewQuantity(want, resource.BinarySI)); err != nil {
+		f.log.Warn("node capacity not updated", "resource", f.cfg.CapacityResource, "bytes", want, "err", err)
+		return
+	}
+	f.mu.Lock()
+	f.capacity = want
+	f.mu.Unlock()
 }
 
 func actionWord(a Action) string {

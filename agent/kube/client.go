@@ -25,6 +25,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -340,6 +341,14 @@ func (c *Client) SetLabel(ctx context.Context, key, value string) error {
 func (c *Client) RemoveLabel(ctx context.Context, key string) error {
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: nil}}})
 	return c.patchNode(ctx, types.MergePatchType, patch)
+}
+
+// SetCapacity advertises an extended resource in the Node's status
+// capacity (kubelet derives allocatable from it), as the Kubernetes docs'
+// "advertise extended resources for a node" does.
+func (c *Client) SetCapacity(ctx context.Context, name string, q resource.Quantity) error {
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"capacity": map[string]string{name: q.String()}}})
+	return c.patchNode(ctx, types.MergePatchType, patch, "status")
 }
 
 // SetCondition sets one condition in the Node's status. The transition time
