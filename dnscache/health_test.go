@@ -30,6 +30,19 @@ func (s *syncBuffer) count(msg string) int {
 	return strings.Count(s.b.String(), `msg="`+msg)
 }
 
+// grep returns the lines holding s.
+func (s *syncBuffer) grep(sub string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(s.b.String(), "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // TestUpstreamDownIsReported: an upstream that stops answering is logged
 // down once (however many queries fail after), its zone is reported
 // degraded (/readyz shows it) while Ready stays nil, and its return is
