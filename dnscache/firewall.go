@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -160,20 +161,46 @@ func (f *nftFirewall) matches(c *nftables.Conn, table *nftables.Table, rules []f
 }
 
 // remove deletes the table if it exists.
-func (f *nftFirewall) remove(context.Context) error {
+func (f *nftFirewall) remove(ctx context.Context) error {
+	// A failed look-up is not a missing table: only ENOENT says it is
+	// gone. Other failures are tried again a few times, then reported.
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		var gone bool
+		if gone, err = f.removeOnce(); err == nil && gone {
+			return nil
+		}
+	}
+	return err
+}
+
+// removeOnce deletes the table; gone reports that it no longer exists.
+func (f *nftFirewall) removeOnce() (gone bool, err error) {
 	c, err := f.conn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	table := &nftables.Table{Name: f.table, Family: nftables.TableFamilyINet}
-	if t, err := c.ListTableOfFamily(f.table, nftables.TableFamilyINet); err != nil || t == nil {
-		return nil // already gone
+	if _, err := c.ListTableOfFamily(f.table, nftables.TableFamilyINet); errors.Is(err, unix.ENOENT) {
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("nftables: look up table inet %s: %w", f.table, err)
 	}
-	c.DelTable(table)
+	c.DelTable(&nftables.Table{Name: f.table, Family: nftables.TableFamilyINet})
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("nftables: delete table inet %s: %w", f.table, err)
+		return false, fmt.Errorf("nftables: delete table inet %s: %w", f.table, err)
 	}
-	return nil
+	_, err = c.ListTableOfFamily(f.table, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return true, nil
+	}
+	return false, fmt.Errorf("nftables: table inet %s still there after its deletion (%v)", f.table, err)
 }
 
 func nftExprs(r fwRule) []expr.Any {
