@@ -236,7 +236,9 @@ func TestCacheSemantics(t *testing.T) {
 				t.Fatalf("upstream asked %d times (want 2), TTL %d", n, r.Answer[0].Header().Ttl)
 			}
 		}},
-		{"concurrent identical misses are coalesced", nil, func(t *testing.T, srv string, up *authServer) {
+		{"concurrent identical misses are coalesced", func(c *Config) {
+			c.Upstream.Timeout = 5 * time.Second // the 200ms delay keeps the query in flight; loaded CPUs must not turn it into a timeout
+		}, func(t *testing.T, srv string, up *authServer) {
 			up.set(func(a *authServer) { a.delay = 200 * time.Millisecond })
 			var wg sync.WaitGroup
 			for range 50 {
