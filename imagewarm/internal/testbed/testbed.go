@@ -278,3 +278,6 @@ func NeedRoot() error {
 	}
 	return nil
 }
+
+// Pid is containerd's process id (its CPU time is part of every pull).
+func (c *Containerd) Pid() int { return c.proc.cmd.Process.Pid }
