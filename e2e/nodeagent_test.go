@@ -258,6 +258,40 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		testOwnNodeOnly(ctx, t, c, pod)
 	})
 
+	// Fleet scale: the agent's requests at idle, counted by the API server
+	// itself (its audit log), over a window. Target: <= 60 per node per hour.
+	t.Run("APIRequestsPerHourAtIdle", func(t *testing.T) {
+		window := 3 * time.Minute
+		if v := os.Getenv("E2E_IDLE_WINDOW"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("E2E_IDLE_WINDOW: %v", err)
+			}
+			window = d
+		}
+		user := "system:serviceaccount:" + agentNamespace + ":" + agentName
+		from := time.Now()
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(window): // a measurement window, not a wait for an event
+		}
+		to := time.Now()
+		reqs, err := c.AuditRequests(user, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perHour := float64(len(reqs)) * float64(time.Hour) / float64(to.Sub(from))
+		t.Logf("IDLE-API-REQUESTS: %d requests of %s in %s (API server audit log) = %.0f per node per hour (target <= 60): %s",
+			len(reqs), user, to.Sub(from).Round(time.Second), perHour, cluster.CountByKey(reqs))
+		for _, r := range reqs {
+			t.Logf("  %s %s %s", r.RequestReceived.Format(time.TimeOnly), r.Verb, r.RequestURI)
+		}
+		if perHour > 60 {
+			t.Errorf("%.0f API requests per node per hour at idle, target <= 60", perHour)
+		}
+	})
+
 	t.Run("ConfigMapChangeAppliedWithoutRestart", func(t *testing.T) {
 		before := scrape(ctx, t)
 		reloads := metricValue(before, "nodeagent_config_reloads_total")

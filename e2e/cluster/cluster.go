@@ -82,6 +82,9 @@ type Cluster struct {
 	ContainerdSocket string
 	PodLogsDir       string
 	APIServerURL     string
+	// AuditLog is the API server's audit log: every ServiceAccount's
+	// requests at Metadata level (AuditRequests reads it).
+	AuditLog string
 
 	t                  testing.TB
 	pki                *pki
@@ -349,7 +352,11 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 	c.logPhase("pause image")
 
 	// API server.
-	apiserver, err := c.start("kube-apiserver", nil, filepath.Join(c.BinDir, "kube-apiserver"),
+	audit, err := c.auditFlags()
+	if err != nil {
+		return err
+	}
+	apiserver, err := c.start("kube-apiserver", nil, filepath.Join(c.BinDir, "kube-apiserver"), append(audit,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(c.apiPort),
@@ -368,7 +375,7 @@ func (c *Cluster) up(ctx context.Context, opts Options) error {
 		"--enable-admission-plugins=NodeRestriction",
 		"--profiling=false",
 		"--v=1",
-	)
+	)...)
 	if err != nil {
 		return err
 	}
