@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/nodeagent/nodeagent/agent/kube"
 	"github.com/nodeagent/nodeagent/agent/kube/kubetest"
 )
 
@@ -38,19 +39,29 @@ func hasTaint(key string) func(*corev1.Node) bool {
 	}
 }
 
+// watching serves node(), starts a client on it and subscribes to its
+// NodeWatch, until the test ends.
+func watching(t *testing.T) (*kubetest.Server, *kube.Client, *kube.NodeWatch, <-chan struct{}) {
+	s := kubetest.New(t, node())
+	c := client(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	c.Start(ctx)
+	w := c.NodeWatch()
+	changed, unsubscribe := w.Subscribe()
+	t.Cleanup(func() {
+		unsubscribe()
+		cancel()
+		c.Stop()
+	})
+	return s, c, w, changed
+}
+
 // The watch follows changes made by others, resumes after the API server
 // ends it, and lists again when its resourceVersion is compacted away (410),
 // all without a single GET of the Node.
 func TestNodeWatchFollowsTheNode(t *testing.T) {
-	s := kubetest.New(t, node())
-	c := client(t, s)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c.Start(ctx)
-	defer c.Stop()
-	w := c.NodeWatch()
-	changed, unsubscribe := w.Subscribe()
-	defer unsubscribe()
+	s, _, w, changed := watching(t)
+	ctx := context.Background()
 
 	n, err := w.WaitForNode(ctx)
 	if err != nil || n.Name != "node-1" {
@@ -101,15 +112,8 @@ func TestNodeWatchLateSubscriber(t *testing.T) {
 // With the Node watched, writers send nothing when the Node already says
 // what they would write: the readiness gate calls them every few seconds.
 func TestWritesOnlyOnChange(t *testing.T) {
-	s := kubetest.New(t, node())
-	c := client(t, s)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c.Start(ctx)
-	defer c.Stop()
-	w := c.NodeWatch()
-	changed, unsubscribe := w.Subscribe()
-	defer unsubscribe()
+	s, c, w, changed := watching(t)
+	ctx := context.Background()
 	if _, err := w.WaitForNode(ctx); err != nil {
 		t.Fatal(err)
 	}
