@@ -49,6 +49,7 @@ type AuditEvent struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
 	RequestReceived time.Time `json:"requestReceivedTimestamp"`
+	StageTimestamp  time.Time `json:"stageTimestamp"`
 }
 
 // Key is "verb resource[/subresource]", e.g. "watch nodes".
@@ -63,17 +64,19 @@ func (e AuditEvent) Key() string {
 	return e.Verb + " " + r
 }
 
-// AuditRequests returns the requests of user the API server received in
-// [from, to), one per request (a watch logs a start and an end), read from
-// its audit log.
+// AuditRequests returns the requests of user that the API server served
+// in [from, to), one per request, read from its audit log: those received
+// then, and the watches received before that were still open at from (each
+// counts once: a window shorter than a watch's life still pays for it).
 func (c *Cluster) AuditRequests(user string, from, to time.Time) ([]AuditEvent, error) {
 	f, err := os.Open(c.AuditLog)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	seen := map[string]bool{}
-	var out []AuditEvent
+	first := map[string]AuditEvent{} // by auditID: its first stage
+	ended := map[string]time.Time{}  // by auditID: when it completed
+	var order []string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
@@ -81,13 +84,31 @@ func (c *Cluster) AuditRequests(user string, from, to time.Time) ([]AuditEvent, 
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return nil, fmt.Errorf("audit log %s: %w", c.AuditLog, err)
 		}
-		if e.User.Username != user || seen[e.AuditID] || e.RequestReceived.Before(from) || !e.RequestReceived.Before(to) {
+		if e.User.Username != user {
 			continue
 		}
-		seen[e.AuditID] = true
-		out = append(out, e)
+		if _, ok := first[e.AuditID]; !ok {
+			first[e.AuditID] = e
+			order = append(order, e.AuditID)
+		}
+		if e.Stage == "ResponseComplete" || e.Stage == "Panic" {
+			ended[e.AuditID] = e.StageTimestamp
+		}
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var out []AuditEvent
+	for _, id := range order {
+		e := first[id]
+		end, done := ended[id]
+		inWindow := !e.RequestReceived.Before(from) && e.RequestReceived.Before(to)
+		openAtFrom := e.RequestReceived.Before(from) && (!done || !end.Before(from))
+		if inWindow || openAtFrom {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // CountByKey sums requests by Key, as "watch nodes=2, ..." sorted.
