@@ -21,9 +21,11 @@ import (
 // Name is the feature's name: config section, log attribute, metric subsystem.
 const Name = "raid"
 
-// DefaultLockPath serialises Ensure between the agent and `nodeagent raid
-// ensure` run in the same pod (they share its /run).
-const DefaultLockPath = "/run/nodeagent/raid.lock"
+// lockFile, below the host root, serialises Ensure between every agent on
+// the node (during a surge rollout the old and the new pod both run) and
+// `nodeagent raid ensure`: /var/lib/nodeagent is the host directory the
+// agent owns (the chart always mounts it).
+var lockFile = []string{"var", "lib", "nodeagent", "raid.lock"}
 
 var errNotYet = errors.New("raid: disks not checked yet")
 
@@ -39,7 +41,7 @@ type Feature struct {
 	log  *slog.Logger
 	kube *kube.Client
 	m    *metrics
-	// lockPath is DefaultLockPath; "" = no lock (tests).
+	// lockPath is lockFile below the host root; "" = no lock (tests).
 	lockPath string
 
 	mu       sync.Mutex
@@ -66,7 +68,7 @@ func New(cfg *Config, deps agent.Deps) (*Feature, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: DefaultLockPath, ready: errNotYet, labelled: labelUnknown, capacity: -1}
+	f := &Feature{cfg: cfg, host: deps.Host, run: deps.Exec, log: log, kube: deps.Kube, lockPath: deps.Host.Path(lockFile...), ready: errNotYet, labelled: labelUnknown, capacity: -1}
 	if deps.Metrics != nil {
 		m, err := newMetrics(deps.Metrics, f)
 		if err != nil {
