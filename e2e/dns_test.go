@@ -95,17 +95,16 @@ func nftTableExists(ctx context.Context, family, name string) bool {
 }
 
 // dnsConfig is the dnscache section the test enables: a bridge instead of
-// a dummy interface (this kernel has no dummy driver), and every upstream
-// on the loopback server.
+// a dummy interface (this kernel has no dummy driver), the default cluster
+// upstream (TCP to the kube-dns-upstream Service, in front of CoreDNS), and
+// the node's resolvers replaced by the loopback server (the real ones are
+// off-machine).
 // Disabled, the section keeps the rest, so that the chart renders the same
 // privileges (with keepPrivileges).
 func dnsConfig(upstreamAddr string, enabled bool) string {
 	return `dnscache:
   enabled: ` + strconv.FormatBool(enabled) + `
   interfaceType: bridge
-  clusterDNS:
-    addresses: ["` + upstreamAddr + `"]
-    protocol: udp
   node:
     addresses: ["` + upstreamAddr + `"]
 `
@@ -160,12 +159,21 @@ func replaceSection(cfg, name, repl string) string {
 // feature and checks the agent removed its interface and nftables table.
 func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	up := startUpstream(t)
+	startCoreDNS(ctx, t, c, up.addr)
 	before := agentPod(ctx, t, c)
 	applyConfig(ctx, t, c, replaceSection(currentConfig(ctx, t, c), "dnscache", dnsConfig(up.addr, true)))
 	if p := waitRollout(ctx, t, c); p.UID == before.UID {
 		t.Fatalf("enabling dnscache did not roll the agent pod: its privileges did not change")
 	} else {
 		logPrivileges(t, p)
+	}
+	// dnscache's RBAC: the one Service it reads, no other.
+	sa := "--as=system:serviceaccount:" + agentNamespace + ":" + agentName
+	for q, want := range map[string]string{"services/kube-dns-upstream": "yes", "services/kube-dns": "no"} {
+		out, _ := c.Kubectl(ctx, "", "auth", "can-i", sa, "get", q, "-n", "kube-system")
+		if got := lastLine(out); got != want {
+			t.Errorf("with dnscache on, can the agent get %s? %q, want %q", q, got, want)
+		}
 	}
 	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		return strings.Contains(scrape(ctx, t), `nodeagent_feature_ready{feature="dnscache"} 1`), nil
@@ -188,6 +196,9 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		t.Fatal(err)
 	}
 	name := "www." + strings.TrimSuffix(testZone, ".")
+	// A cluster name: CoreDNS answers it from the API (kubernetes plugin),
+	// reached through the kube-dns-upstream Service over TCP.
+	clusterName := "kube-dns.kube-system.svc.cluster.local"
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "dnsquery", Namespace: "default"},
 		Spec: corev1.PodSpec{
@@ -197,7 +208,7 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 				Nameservers: []string{cluster.NodeLocalDNS},
 				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("1")}},
 			},
-			Containers: []corev1.Container{{Name: "q", Image: ref, Args: []string{name, name}}},
+			Containers: []corev1.Container{{Name: "q", Image: ref, Args: []string{name, name, clusterName}}},
 		},
 	}
 	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -214,6 +225,9 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	}
 	if !strings.Contains(log, "RESOLVED "+name+" "+testAnswer) {
 		t.Fatalf("pod did not resolve %s to %s:\n%s", name, testAnswer, log)
+	}
+	if !strings.Contains(log, "RESOLVED "+clusterName+" "+kubeDNSIP) {
+		t.Fatalf("pod did not resolve %s to %s (CoreDNS through kube-dns-upstream):\n%s", clusterName, kubeDNSIP, log)
 	}
 	t.Logf("pod on the pod network resolved through %s:\n%s", cluster.NodeLocalDNS, log)
 	if up.queries.Load() == 0 {
@@ -267,7 +281,7 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 // processes share the sockets (SO_REUSEPORT), the old one drains.
 func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	old := agentPod(ctx, t, c)
-	var sent, lost atomic.Int64
+	var sent, lost, wrong atomic.Int64
 	stop := make(chan struct{})
 	var load sync.WaitGroup
 	for i := range 8 {
@@ -284,16 +298,29 @@ func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster)
 					return
 				default:
 				}
+				// Every name is new (a cache miss): even ones go to CoreDNS
+				// through the cluster upstream (its kubernetes plugin answers
+				// pod names, "pods insecure"), odd ones to the node's resolver.
+				name, want := fmt.Sprintf("u%d-%d.%s", i, j, testZone), testAnswer
+				if j%2 == 0 {
+					want = fmt.Sprintf("10.%d.%d.%d", i, j/256%256, j%256)
+					name = strings.ReplaceAll(want, ".", "-") + ".default.pod.cluster.local."
+				}
 				m := new(dns.Msg)
-				m.SetQuestion(fmt.Sprintf("r%d-%d.%s", i, j%20, testZone), dns.TypeA)
+				m.SetQuestion(name, dns.TypeA)
 				conn.SetDeadline(time.Now().Add(2 * time.Second))
 				sent.Add(1)
 				if dc.WriteMsg(m) != nil {
 					lost.Add(1)
 					continue
 				}
-				if r, err := dc.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+				r, err := dc.ReadMsg()
+				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 					lost.Add(1)
+					continue
+				}
+				if a, ok := r.Answer[0].(*dns.A); !ok || a.A.String() != want {
+					wrong.Add(1)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -346,8 +373,12 @@ func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster)
 	time.Sleep(2 * time.Second)
 	close(stop)
 	load.Wait()
-	t.Logf("rolling update in %s (new pod ready while the old one ran: %v): %d queries, %d lost",
-		rollout.Round(time.Millisecond), overlap, sent.Load(), lost.Load())
+	misses := metricValue(scrape(ctx, t), "nodeagent_dnscache_cache_misses_total")
+	t.Logf("rolling update in %s (new pod ready while the old one ran: %v): %d queries of names asked once (half to CoreDNS), %d lost, %d wrong answers; the new agent counted %v misses",
+		rollout.Round(time.Millisecond), overlap, sent.Load(), lost.Load(), wrong.Load(), misses)
+	if wrong.Load() > 0 {
+		t.Errorf("%d wrong answers across the rolling update", wrong.Load())
+	}
 	if !overlap {
 		t.Errorf("the new agent pod was never ready next to the old one: not a surge rollout")
 	}

@@ -2,7 +2,8 @@
 # prereqs.sh installs what the e2e cluster needs and is idempotent:
 #   - Debian packages (etcd, containerd, runc, registry, CNI plugins, iptables,
 #     conntrack, ...) only when missing, without starting their services;
-#   - helm, pinned by deploy/hack/helm.sh, into the cache, only when missing.
+#   - helm, pinned by deploy/hack/helm.sh, into the cache, only when missing;
+#   - CoreDNS, pinned by dnscache/hack/prereqs.sh, into the cache, only when missing.
 #
 #   NODEAGENT_CACHE  cache root (default $HOME/.cache/nodeagent)
 set -euo pipefail
@@ -25,3 +26,8 @@ phase "helm"
 # prometheus (server and promtool) for the e2e Prometheus check.
 bash "${repo}/deploy/hack/prereqs.sh"
 phase "prometheus"
+# CoreDNS as the cluster DNS (coredns_test.go): the version and binary
+# dnscache's benchmark pins (dnscache/hack/prereqs.sh), into the same cache.
+coredns_version=$(sed -n 's/^COREDNS_VERSION=//p' "${repo}/dnscache/hack/prereqs.sh")
+echo "prereqs: coredns at $(go_tool coredns "github.com/coredns/coredns@${coredns_version}")"
+phase "coredns ${coredns_version}"

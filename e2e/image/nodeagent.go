@@ -25,6 +25,12 @@ import (
 // usr-is-merged so that apt picks it over usrmerge (as on slim).
 var basePackages = []string{"base-files", "dash", "coreutils", "libc-bin", "usr-is-merged"}
 
+// AgentPackages are the Debian packages of the agent image's root
+// filesystem layer: a slim-like base and deploy.ImagePackages().
+func AgentPackages() []string {
+	return append(append([]string(nil), basePackages...), deploy.ImagePackages()...)
+}
+
 // NodeagentOptions configure Nodeagent.
 type NodeagentOptions struct {
 	RepoDir  string // repository root (holds cmd/nodeagent and deploy/)
@@ -50,7 +56,7 @@ func Nodeagent(ctx context.Context, o NodeagentOptions) (v1.Image, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
-	rootfs, err := DebianLayer(ctx, append(append([]string(nil), basePackages...), deploy.ImagePackages()...), o.CacheDir, o.Logf)
+	rootfs, err := DebianLayer(ctx, AgentPackages(), o.CacheDir, o.Logf)
 	if err != nil {
 		return nil, err
 	}
