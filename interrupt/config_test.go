@@ -1,39 +1,19 @@
 package interrupt
 
 import (
-	"os"
-	"reflect"
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
-	"github.com/nodeagent/nodeagent/agent/config"
+	"github.com/nodeagent/nodeagent/agent/featuretest"
 )
 
 // TestShippedDefaults: the chart's interrupt section decodes to DefaultConfig().
 func TestShippedDefaults(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../deploy/helm/nodeagent/files/config.yaml")
-	if err != nil {
-		t.Skipf("chart not in this checkout: %v", err)
-	}
-	var doc struct {
-		Interrupt yaml.Node `yaml:"interrupt"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	got := DefaultConfig()
-	got.Taints = nil // must come from the file
-	got.IMDS.PollInterval = -1
-	if err := config.Decode(&doc.Interrupt, got, "interrupt"); err != nil {
-		t.Fatal(err)
-	}
-	if want := DefaultConfig(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("the chart's interrupt section differs from DefaultConfig():\nfile: %+v\nGo:   %+v", got, want)
-	}
-	if err := got.Validate(); err != nil {
+	scrambled := DefaultConfig()
+	scrambled.Taints = nil // must come from the file
+	featuretest.ShippedDefaults(t, "../deploy/helm/nodeagent/files/config.yaml", Name, scrambled, DefaultConfig())
+	if err := scrambled.Validate(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,14 +1,11 @@
 package interrupt
 
 import (
-	"os"
-	"regexp"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodeagent/nodeagent/agent/featuretest"
 )
 
 // TestMetricsREADME keeps the metric list in README.md true, and lints the
@@ -29,33 +26,5 @@ func TestMetricsREADME(t *testing.T) {
 	m.requests.WithLabelValues(pathSpot, "200").Inc()
 	m.fail(reasonTaint)
 	m.nodeInfo.WithLabelValues("m5.xlarge", "spot", "us-east-1a", "use1-az4", "ami-1").Set(1)
-
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var registered []string
-	for _, f := range families {
-		registered = append(registered, f.GetName())
-	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var listed []string
-	for _, match := range regexp.MustCompile("(?m)^\\| `(nodeagent_interrupt_[a-z_]+)`").FindAllStringSubmatch(string(readme), -1) {
-		listed = append(listed, match[1])
-	}
-	slices.Sort(registered)
-	slices.Sort(listed)
-	if !slices.Equal(registered, listed) {
-		t.Errorf("README.md metrics table is out of date:\nregistered: %s\nlisted:     %s", strings.Join(registered, " "), strings.Join(listed, " "))
-	}
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	featuretest.MetricsREADME(t, reg, "README.md", "nodeagent_interrupt_")
 }

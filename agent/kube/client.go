@@ -281,7 +281,27 @@ func (c *Client) patchNode(ctx context.Context, pt types.PatchType, patch []byte
 // patch that tests the resourceVersion it read, so a concurrent change to the
 // taints makes it read and try again instead of overwriting.
 func (c *Client) RemoveTaint(ctx context.Context, taint corev1.Taint) (bool, error) {
-	removed := false
+	return c.editTaints(ctx, func(taints []corev1.Taint) []corev1.Taint {
+		kept := []corev1.Taint{}
+		for _, t := range taints {
+			if t.Key != taint.Key || t.Effect != taint.Effect {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == len(taints) {
+			return nil
+		}
+		return kept
+	})
+}
+
+// editTaints replaces the Node's taints with what edit returns for them
+// (nil: nothing to change) and reports whether it changed the Node. It
+// needs only the "patch" verb: a JSON patch that tests the resourceVersion
+// it read, so a concurrent change makes it read and try again instead of
+// overwriting.
+func (c *Client) editTaints(ctx context.Context, edit func([]corev1.Taint) []corev1.Taint) (bool, error) {
+	changed := false
 	read := c.current // the first try trusts the watch; a conflict reads afresh
 	err := retry.OnError(retry.DefaultRetry, isConflict, func() error {
 		node, err := read(ctx)
@@ -289,26 +309,21 @@ func (c *Client) RemoveTaint(ctx context.Context, taint corev1.Taint) (bool, err
 		if err != nil {
 			return err
 		}
-		kept := []corev1.Taint{}
-		for _, t := range node.Spec.Taints {
-			if t.Key != taint.Key || t.Effect != taint.Effect {
-				kept = append(kept, t)
-			}
-		}
-		if len(kept) == len(node.Spec.Taints) {
-			removed = false
+		taints := edit(node.Spec.Taints)
+		if taints == nil {
+			changed = false
 			return nil
 		}
-		ops := []map[string]any{{"op": "replace", "path": "/spec/taints", "value": kept}}
+		ops := []map[string]any{{"op": "add", "path": "/spec/taints", "value": taints}}
 		if node.ResourceVersion != "" {
 			ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": node.ResourceVersion}}, ops...)
 		}
 		patch, _ := json.Marshal(ops)
 		err = c.patchNode(ctx, types.JSONPatchType, patch)
-		removed = err == nil
+		changed = err == nil
 		return err
 	})
-	return removed, err
+	return changed, err
 }
 
 // isConflict: a failed JSON patch "test" op is 422 Invalid on a real API

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/util/retry"
 )
 
 // NodePods lists the pods bound to this node that match labelSelector
@@ -96,39 +95,21 @@ func (c *Client) PodEvent(pod *corev1.Pod, eventType, reason, action, note strin
 }
 
 // AddTaint puts taint on the Node, replacing one with the same key and
-// effect but another value. It reports whether the Node changed. Like
-// RemoveTaint it is a JSON patch that tests the resourceVersion it read.
+// effect but another value. It reports whether the Node changed.
 func (c *Client) AddTaint(ctx context.Context, taint corev1.Taint) (bool, error) {
-	changed := false
-	read := c.current // the first try trusts the watch; a conflict reads afresh
-	err := retry.OnError(retry.DefaultRetry, isConflict, func() error {
-		node, err := read(ctx)
-		read = c.Node
-		if err != nil {
-			return err
-		}
-		taints := []corev1.Taint{}
-		for _, t := range node.Spec.Taints {
+	return c.editTaints(ctx, func(taints []corev1.Taint) []corev1.Taint {
+		out := []corev1.Taint{}
+		for _, t := range taints {
 			if t.Key == taint.Key && t.Effect == taint.Effect {
 				if t.Value == taint.Value {
-					changed = false
 					return nil
 				}
 				continue
 			}
-			taints = append(taints, t)
+			out = append(out, t)
 		}
-		taints = append(taints, taint)
-		ops := []map[string]any{
-			{"op": "test", "path": "/metadata/resourceVersion", "value": node.ResourceVersion},
-			{"op": "add", "path": "/spec/taints", "value": taints},
-		}
-		patch, _ := json.Marshal(ops)
-		err = c.patchNode(ctx, types.JSONPatchType, patch)
-		changed = err == nil
-		return err
+		return append(out, taint)
 	})
-	return changed, err
 }
 
 // SetAnnotation sets one annotation on the Node; value nil removes it.

@@ -1,5 +1,7 @@
 // Command sparkexec stands in for a Spark executor with
-// spark.decommission.enabled in the interrupt e2e test. As its main
+// spark.decommission.enabled, in the interrupt e2e test's pods and in
+// interrupt's root tests and benchmark (ctr run against a private
+// containerd). As its main
 // process: the first SIGPWR starts a "decommission" (block migration) that
 // exits 0 after the duration in its first argument; a second SIGPWR while
 // it runs kills it, as the JVM's default action does when Spark's
