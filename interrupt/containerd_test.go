@@ -76,8 +76,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.MkdirAll(c.standin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The executor stand-in the e2e test runs in its pods (its own module).
-	build := exec.Command("go", "build", "-C", "../e2e", "-o", filepath.Join(c.standin, "standin"), "./images/sparkexec")
+	// The executor stand-in, also run in the e2e test's pods.
+	build := exec.Command("go", "build", "-o", filepath.Join(c.standin, "standin"), "./testdata/standin")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the stand-in: %v\n%s", err, out)

@@ -15,12 +15,11 @@ import (
 // the faults the real mock cannot make.
 type fakeIMDS struct {
 	*httptest.Server
-	mu      sync.Mutex
-	paths   map[string]func(w http.ResponseWriter) // below /latest/meta-data/
-	tokens  map[string]bool
-	issued  atomic.Int64
-	reqs    map[string]int
-	revoked atomic.Bool // every token issued so far is refused
+	mu     sync.Mutex
+	paths  map[string]func(w http.ResponseWriter) // below /latest/meta-data/
+	tokens map[string]bool
+	issued atomic.Int64
+	reqs   map[string]int
 }
 
 func newFakeIMDS(t *testing.T) *fakeIMDS {

@@ -1,4 +1,4 @@
-// Command sparkexec stands in for a Spark executor with
+// Command standin stands in for a Spark executor with
 // spark.decommission.enabled, in the interrupt e2e test's pods and in
 // interrupt's root tests and benchmark (ctr run against a private
 // containerd). As its main
@@ -9,7 +9,7 @@
 // appended with its time to the file in its second argument (a hostPath,
 // so the record outlives the pod).
 //
-// "sparkexec prestop" is its preStop hook, like Spark's /opt/decom.sh: it
+// "standin prestop" is its preStop hook, like Spark's /opt/decom.sh: it
 // sends SIGPWR to PID 1 and waits for the container to stop.
 package main
 
@@ -28,7 +28,7 @@ func main() {
 		return
 	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: sparkexec DECOMMISSION_DURATION RECORD_FILE | sparkexec prestop")
+		fmt.Fprintln(os.Stderr, "usage: standin DECOMMISSION_DURATION RECORD_FILE | standin prestop")
 		os.Exit(2)
 	}
 	d, err := time.ParseDuration(os.Args[1])
