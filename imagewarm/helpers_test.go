@@ -168,7 +168,7 @@ type dump struct {
 
 func dumpContainerd(t *testing.T, c *testbed.Containerd, snapshotter string) dump {
 	t.Helper()
-	cd, err := dialContainerd(c.Socket)
+	cd, err := dialContainerd(c.Socket, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // Name is the feature's name: config section, log attribute, metric subsystem.
 const Name = "imagewarm"
 
-var errNotStarted = errors.New("imagewarm: not started")
+var errNotStarted = errors.New("not started")
 
 // Warmer is the image pre-pull feature.
 type Warmer struct {
@@ -35,7 +35,9 @@ type Warmer struct {
 	cri       criSettings
 	regDirs   []string
 	downloads *semaphore.Weighted
-	pulls     *semaphore.Weighted
+	// slots bounds the images pulled at once; each slot has its own blob
+	// stream connection.
+	slots chan int
 
 	mu      sync.Mutex
 	running error // nil while running
@@ -90,7 +92,7 @@ func (w *Warmer) Ready() error {
 		return err
 	}
 	if missing := notReady(w.images, time.Now()); missing != "" {
-		return fmt.Errorf("imagewarm: required images not in yet: %s", missing)
+		return fmt.Errorf("required images not in yet: %s", missing)
 	}
 	return nil
 }
@@ -109,7 +111,7 @@ func (w *Warmer) Run(ctx context.Context) error {
 		return err
 	}
 	sock := w.deps.Host.Path(w.cfg.ContainerdSocket)
-	c, err := dialContainerd(sock)
+	c, err := dialContainerd(sock, min(w.cfg.MaxConcurrentImages, len(w.images)))
 	if err != nil {
 		return fmt.Errorf("imagewarm: %w", err)
 	}
@@ -128,7 +130,10 @@ func (w *Warmer) Run(ctx context.Context) error {
 	c.useSnapshotter(cri.Snapshotter)
 	w.regDirs = w.registryDirs(cri)
 	w.downloads = semaphore.NewWeighted(int64(w.cfg.MaxConcurrentDownloads))
-	w.pulls = semaphore.NewWeighted(int64(w.cfg.MaxConcurrentImages))
+	w.slots = make(chan int, w.cfg.MaxConcurrentImages)
+	for i := range w.cfg.MaxConcurrentImages {
+		w.slots <- i
+	}
 	w.log.Info("warming images", "images", len(w.images), "snapshotter", cri.Snapshotter,
 		"discardUnpackedLayers", cri.DiscardUnpackedLayers, "registryConfig", w.regDirs)
 	w.setRunning(nil)
@@ -199,10 +204,13 @@ func (w *Warmer) ensure(ctx context.Context, c *ctrd, s *imageState) error {
 		w.markPresent(s, 0, false)
 		return nil
 	}
-	if err := w.pulls.Acquire(ctx, 1); err != nil {
-		return err
+	var slot int
+	select {
+	case slot = <-w.slots:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	defer w.pulls.Release(1)
+	defer func() { w.slots <- slot }()
 	start := time.Now()
 	var wasWarmed bool
 	s.set(func(s *imageState) {
@@ -213,7 +221,7 @@ func (w *Warmer) ensure(ctx context.Context, c *ctrd, s *imageState) error {
 	w.log.Info("pulling image", "image", s.label())
 	pctx, cancel := context.WithTimeout(ctx, w.cfg.PullTimeout)
 	defer cancel()
-	if err := w.pull(pctx, c, s); err != nil {
+	if err := w.pull(pctx, c, s, slot); err != nil {
 		return err
 	}
 	if wasWarmed {

@@ -72,7 +72,7 @@ func (w *Warmer) present(ctx context.Context, c *ctrd, s *imageState) (bool, err
 // pull fetches and unpacks the image as containerd's CRI PullImage does
 // (client.Pull with CRI's options: the same handlers, content labels, GC
 // references, snapshot labels), then creates the records CRI creates.
-func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState) error {
+func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState, slot int) error {
 	ctx, done, err := c.withLease(ctx)
 	if err != nil {
 		return fmt.Errorf("lease: %w", err)
@@ -94,17 +94,18 @@ func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState) error {
 		return err
 	}
 	match := s.matcher()
+	cs := c.contentFor(slot)
 	var childLabels func(ocispec.Descriptor) []string // nil = images.ChildGCLabels
 	if w.cri.DiscardUnpackedLayers {
 		childLabels = images.ChildGCLabelsFilterLayers // as CRI: GC may drop unpacked layer blobs
 	}
-	children := images.SetChildrenMappedLabels(c.content, images.ChildrenHandler(c.content), childLabels)
+	children := images.SetChildrenMappedLabels(cs, images.ChildrenHandler(cs), childLabels)
 	children = images.LimitManifests(images.FilterPlatforms(children, match), match, 1)
-	distSrc, err := docker.AppendDistributionSourceLabel(c.content, s.ref)
+	distSrc, err := docker.AppendDistributionSourceLabel(cs, s.ref)
 	if err != nil {
 		return err
 	}
-	var h images.Handler = images.Handlers(remotes.FetchHandler(c.content, fetcher), children, distSrc)
+	var h images.Handler = images.Handlers(remotes.FetchHandler(cs, fetcher), children, distSrc)
 	if !w.cri.DisableSnapshotAnnotations {
 		h = snapshotters.AppendInfoHandlerWrapper(s.ref)(h)
 	}
@@ -114,7 +115,7 @@ func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState) error {
 	if err != nil {
 		return err
 	}
-	unpacker, err := unpack.NewUnpacker(ctx, c.content, unpack.WithUnpackPlatform(unpack.Platform{
+	unpacker, err := unpack.NewUnpacker(ctx, cs, unpack.WithUnpackPlatform(unpack.Platform{
 		Platform:                platforms.All,
 		SnapshotterKey:          w.cri.Snapshotter,
 		Snapshotter:             c.snapshot,
@@ -135,7 +136,7 @@ func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState) error {
 	if err := ensureRecordExact(ctx, c.images, images.Image{Name: name, Target: desc, Labels: recordLabels(s.cfg.Pin)}); err != nil {
 		return fmt.Errorf("image record %s: %w", name, err)
 	}
-	cfg, err := images.Config(ctx, c.content, desc, match)
+	cfg, err := images.Config(ctx, cs, desc, match)
 	if err != nil {
 		return fmt.Errorf("image config: %w", err)
 	}

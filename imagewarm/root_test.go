@@ -139,7 +139,7 @@ func TestRootRecordsMatchCRI(t *testing.T) {
 // in both containerds before they are compared.
 func gc(t *testing.T, c *testbed.Containerd) {
 	t.Helper()
-	cd, err := dialContainerd(c.Socket)
+	cd, err := dialContainerd(c.Socket, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestRootRepullAfterDelete(t *testing.T) {
 	waitState(t, r.w, 0, statePresent, time.Minute)
 	before := dumpContainerd(t, c, "overlayfs")
 
-	cd, err := dialContainerd(c.Socket)
+	cd, err := dialContainerd(c.Socket, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestRootRegistryStoppedMidPull(t *testing.T) {
 	if err := r.w.Ready(); err == nil || !strings.Contains(err.Error(), "failed (unavailable") {
 		t.Errorf("Ready = %v, want it to name the failure", err)
 	}
-	cd, err := dialContainerd(c.Socket)
+	cd, err := dialContainerd(c.Socket, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

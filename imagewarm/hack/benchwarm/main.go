@@ -214,7 +214,11 @@ func pullAgent(ctx context.Context, bin string, c *testbed.Containerd, refs []st
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ctrd0 := cpuSeconds(c.Pid())
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, bin, "--config", cfg, "--metrics-addr", addr, "--log-level", "warn", "--node-name", "bench")
+	level := "warn"
+	if os.Getenv("BENCH_DEBUG") != "" {
+		level = "info"
+	}
+	cmd := exec.CommandContext(ctx, bin, "--config", cfg, "--metrics-addr", addr, "--log-level", level, "--log-format", "text", "--node-name", "bench")
 	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -240,6 +244,10 @@ func pullAgent(ctx context.Context, bin string, c *testbed.Containerd, refs []st
 	}
 	secs := time.Since(start).Seconds()
 	pid := cmd.Process.Pid
+	if os.Getenv("BENCH_DEBUG") != "" {
+		out, _ := os.ReadFile(logf.Name())
+		fmt.Printf("agent started %s; log:\n%s\n", start.Format("15:04:05.000"), out)
+	}
 	return sample{secs: secs, cpu: cpuSeconds(pid) + cpuSeconds(c.Pid()) - ctrd0, rssMB: peakRSSMB(pid)}, nil
 }
 
