@@ -344,6 +344,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		testDNSThroughAgent(ctx, t, c)
 	})
 
+	t.Run("ImageWarm", func(t *testing.T) {
+		testImageWarm(ctx, t, c)
+	})
+
 	// Last, after everything above made the agent call the API: the RBAC
 	// rules were enough.
 	t.Run("NoForbiddenInAgentLog", func(t *testing.T) {
