@@ -193,4 +193,3 @@ func podPullEvents(ctx context.Context, t *testing.T, c *cluster.Cluster, podNam
 	}
 	return pulled, present
 }
-
