@@ -72,15 +72,19 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 
 	// The node starts over: startup taint back, agent restarted with the
 	// required image configured but not pushed yet.
-	node, err := c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+	// First the installed agent releases the node (so it cannot remove
+	// the taint put back below), then the taint goes back on.
+	var node *corev1.Node
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		node, err = c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+		return err == nil && !hasTaint(node, startupTaint, corev1.TaintEffectNoSchedule), nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the installed agent never removed the startup taint: %v", err)
 	}
-	if !hasTaint(node, startupTaint, corev1.TaintEffectNoSchedule) {
-		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: startupTaint, Effect: corev1.TaintEffectNoSchedule})
-		if _, err := c.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: startupTaint, Effect: corev1.TaintEffectNoSchedule})
+	if _, err := c.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	section := fmt.Sprintf(`imagewarm:
   enabled: true
