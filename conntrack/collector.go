@@ -18,7 +18,7 @@ const sourceNone = "none"
 type collector struct {
 	d      *descs
 	source string // config: auto, netlink, procfs
-	proc   string // the host's /proc
+	proc   string // the agent's own /proc: its netns files are the host's
 	ns     netns.NsHandle
 	nl     *netlinkStats
 	ena    enaSource // nil when disabled
@@ -31,8 +31,7 @@ type collector struct {
 	mu       sync.Mutex
 	last     string // source of the previous scrape, to log changes once
 	dns      *dnsResult
-	dnsStale bool   // the last pass failed or was skipped: flows not exported
-	entries  uint64 // of the last scrape, for the DNS pass budget
+	dnsStale bool // the last pass failed or was skipped: flows not exported
 }
 
 // enaSource reads the ENA allowance counters (enaReader; tests use fixtures).
@@ -108,26 +107,26 @@ func (c *collector) readStats() (stats, bool) {
 	var nlErr, procErr error
 	if c.source != SourceProcfs {
 		if s, nlErr = c.nl.read(); nlErr == nil {
-			c.settle(SourceNetlink, nil, nil, s.entries)
+			c.settle(SourceNetlink, nil, nil)
 			return s, true
 		}
 		c.m.readErrors.WithLabelValues(SourceNetlink, reasonOf(nlErr)).Inc()
 	}
 	if c.source != SourceNetlink {
 		if s, procErr = readProcStat(c.proc, c.ns); procErr == nil {
-			c.settle(SourceProcfs, nlErr, nil, s.entries)
+			c.settle(SourceProcfs, nlErr, nil)
 			return s, true
 		}
 		c.m.readErrors.WithLabelValues(SourceProcfs, reasonOf(procErr)).Inc()
 	}
-	c.settle(sourceNone, nlErr, procErr, 0)
+	c.settle(sourceNone, nlErr, procErr)
 	return s, false
 }
 
-func (c *collector) settle(src string, nlErr, procErr error, entries uint64) {
+func (c *collector) settle(src string, nlErr, procErr error) {
 	c.mu.Lock()
 	changed := c.last != src
-	c.last, c.entries = src, entries
+	c.last = src
 	c.mu.Unlock()
 	if !changed {
 		return
