@@ -61,7 +61,25 @@ func TestPrivilegesPerFeature(t *testing.T) {
 				"/mnt/nodeagent (DirectoryOrCreate) -> /host/mnt/nodeagent Bidirectional"),
 		}},
 		{"dnscache", only("dnscache"), dnscacheAlone},
-		{"imagewarm", only("imagewarm"), agentOnly},
+		{"imagewarm", only("imagewarm"), privileges{
+			HostNetwork: true,
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
+				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro"),
+		}},
+		{"imagewarm with credential provider, Secret and two hosts dirs", []string{"--set-string", "config=imagewarm:\n  enabled: true\n" +
+			"  registryConfigPath: /etc/containerd/certs.d:/etc/docker/certs.d\n" +
+			"  credentials:\n    providerConfig: /etc/eks/image-credential-provider/config.json\n" +
+			"    providerBinDir: /etc/eks/image-credential-provider\n    secret: spark/registry-pull\n"}, privileges{
+			HostNetwork: true,
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
+				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/etc/docker/certs.d (DirectoryOrCreate) -> /host/etc/docker/certs.d ro",
+				"/etc/eks/image-credential-provider/config.json (File) -> /host/etc/eks/image-credential-provider/config.json ro",
+				"/etc/eks/image-credential-provider (Directory) -> /host/etc/eks/image-credential-provider ro"),
+			Rules: []rbacRule{{"", "secrets", "get", "registry-pull"}},
+		}},
 		{"interrupt", only("interrupt"), privileges{
 			HostNetwork: true, // IMDS hop limit 1
 			HostPaths: append(slices.Clone(agentHostPaths),

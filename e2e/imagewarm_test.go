@@ -49,9 +49,9 @@ func executorImage(ctx context.Context, t *testing.T, c *cluster.Cluster) v1.Ima
 	return img
 }
 
-// testImageWarm enables imagewarm with a required image that is not in
-// the registry yet, on a node carrying the startup taint, and restarts the
-// agent: the taint stays while the image is missing (the NodeAgentReady
+// testImageWarm enables imagewarm through the chart with a required image
+// that is not in the registry yet, on a node carrying the startup taint
+// (the new agent process gates it): the taint stays while the image is missing (the NodeAgentReady
 // condition says why) and goes once the image is pushed and warmed. Pods
 // naming the warmed image by tag and by digest then start with kubelet's
 // "already present on machine" and no pull; a pod of an image of the same
@@ -93,14 +93,14 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
   images:
     - {ref: %q, required: true, pin: true}
 `, c.ContainerdSocket, warmTag)
-	good := updateConfig(ctx, t, c, func(cfg string) string { return replaceSection(cfg, "imagewarm", section) })
+	// Through the chart, as a user's helm upgrade: the pod template gets
+	// imagewarm's mounts (containerd's socket) and the agent restarts.
+	orig := currentConfig(ctx, t, c)
+	applyConfig(ctx, t, c, replaceSection(orig, "imagewarm", section))
 	defer func() {
-		updateConfig(ctx, t, c, func(string) string { return good })
+		applyConfig(ctx, t, c, orig)
+		waitRollout(ctx, t, c)
 	}()
-	old := agentPod(ctx, t, c)
-	if err := c.Client.CoreV1().Pods(agentNamespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	// The new agent reports imagewarm as what blocks the node.
 	var blocking string
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -135,6 +135,7 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	}
 	t.Logf("PHASE imagewarm-taint-removed: %s after the push", time.Since(pushed).Round(time.Millisecond))
 	waitEvent(ctx, t, c, "ImageWarmed", corev1.EventTypeNormal, time.Minute)
+	waitRollout(ctx, t, c)
 
 	for _, tc := range []struct{ pod, ref string }{{"warm-by-tag", warmTag}, {"warm-by-digest", warmDigest}, {"not-warmed", coldRef}} {
 		took := runPod(ctx, t, c, tc.pod, tc.ref)

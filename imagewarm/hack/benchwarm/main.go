@@ -246,7 +246,7 @@ func pullAgent(ctx context.Context, bin string, c *testbed.Containerd, refs []st
 	pid := cmd.Process.Pid
 	if os.Getenv("BENCH_DEBUG") != "" {
 		out, _ := os.ReadFile(logf.Name())
-		fmt.Printf("agent started %s; log:\n%s\n", start.Format("15:04:05.000"), out)
+		fmt.Printf("agent started %s; CPU agent %.2f s, containerd %.2f s; log:\n%s\n", start.Format("15:04:05.000"), cpuSeconds(pid), cpuSeconds(c.Pid())-ctrd0, out)
 	}
 	return sample{secs: secs, cpu: cpuSeconds(pid) + cpuSeconds(c.Pid()) - ctrd0, rssMB: peakRSSMB(pid)}, nil
 }
