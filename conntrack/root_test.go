@@ -410,3 +410,34 @@ func TestRootRun(t *testing.T) {
 		t.Errorf("Run returned %v, want nil", err)
 	}
 }
+
+// TestRootIPv6DNSFlows: the IPv6 dumps count IPv6 entries, and only those
+// with dnsFlows.families [ipv6].
+func TestRootIPv6DNSFlows(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("ip6tables"); err != nil {
+		t.Skip("needs ip6tables (conntrack/hack/prereqs.sh installs iptables)")
+	}
+	ns := newTestNS(t)
+	ns.track(t)
+	ns.mustRun(t, "ip6tables", "-A", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED,RELATED", "-j", "ACCEPT")
+	if err := ns.udpFlows(t, 5, "[::1]:53"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.udpFlows(t, 2, "127.0.0.1:53"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		families []string
+		want     float64
+	}{{[]string{FamilyIPv4, FamilyIPv6}, 7}, {[]string{FamilyIPv6}, 5}, {[]string{FamilyIPv4}, 2}} {
+		cfg := DefaultConfig()
+		cfg.ENA.Enabled = false
+		cfg.DNSFlows.Families = tc.families
+		c, reg := startIn(t, ns, cfg)
+		c.countDNS()
+		if got := scrape(t, reg)[`nodeagent_conntrack_dns_flows{proto="udp"}`]; got != tc.want {
+			t.Errorf("families %v: dns_flows udp = %v, want %v", tc.families, got, tc.want)
+		}
+	}
+}
