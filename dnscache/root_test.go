@@ -163,6 +163,19 @@ func (n *testNS) query(t *testing.T, network, address, name string) (*dns.Msg, e
 	return c.ReadMsg()
 }
 
+// waitLocalRoute waits until the kernel routes addr to this host. An IPv6
+// address is listed (and can be bound) at once, but its local route is
+// added later by the addrconf work queue, which a loaded machine runs late:
+// until then a packet to it is routed away and lost (a query to the new
+// address timed out after 2 s in 8 of 30 runs under load).
+func (n *testNS) waitLocalRoute(t *testing.T, addr string) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the local route of "+addr, func() bool {
+		out, err := n.run(t, "ip", "-6", "route", "show", "table", "local", addr)
+		return err == nil && strings.Contains(out, "local "+addr)
+	})
+}
+
 // nsExec runs the cache's host commands (iptables) inside the namespace.
 type nsExec struct{ ns string }
 
@@ -427,6 +440,7 @@ func TestRootIPv6(t *testing.T) {
 			stop := runInNS(t, cfg, deps, ns)
 
 			srv := "[" + v6 + "]:53"
+			ns.waitLocalRoute(t, v6)
 			for _, network := range []string{"udp", "tcp"} {
 				if r, err := ns.query(t, network, srv, "v6-"+network+".example."); err != nil || r.Rcode != dns.RcodeSuccess {
 					t.Fatalf("%s query to %s: %v %v", network, srv, err, r)
@@ -450,6 +464,7 @@ func TestRootIPv6(t *testing.T) {
 			// Conntrack: a control server on a second IPv6 address without rules.
 			ns.mustRun(t, "nft", "add table ip6 ctprobe; add chain ip6 ctprobe in { type filter hook input priority 0; }; add rule ip6 ctprobe in ct state new,established accept")
 			ns.mustRun(t, "ip", "addr", "add", ctrl6+"/128", "dev", cfg.InterfaceName, "nodad")
+			ns.waitLocalRoute(t, ctrl6)
 			defer ns.serveUDP(t, "["+ctrl6+"]:53", up)()
 			for i := range 3 {
 				for _, network := range []string{"udp", "tcp"} {
