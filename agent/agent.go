@@ -340,7 +340,8 @@ func (a *Agent) reload(ctx, featCtx context.Context) {
 			return // shutting down: start nothing new
 		}
 		if !stopped {
-			a.sup.mark(s.Name, StateFailed, errors.New("previous instance did not stop; restart the agent"))
+			// The unit stays, so that shutdown still waits for it.
+			a.sup.fail(s.Name, errors.New("previous instance did not stop within agent.shutdownTimeout; restart the agent"))
 			continue
 		}
 		a.apply(featCtx, s, fc.Features[s.Name])

@@ -293,6 +293,28 @@ func TestSIGTERMDuringReloadLetsTheDrainFinish(t *testing.T) {
 	}
 }
 
+// An old instance that does not stop within shutdownTimeout on a reload is
+// reported failed and still waited for at shutdown, which then says that a
+// feature did not stop (its unit used to be replaced, so shutdown forgot it).
+func TestStuckOldInstanceStillWaitedForAtShutdown(t *testing.T) {
+	slow := strings.Replace(fast, "agent:\n", "agent:\n  shutdownTimeout: 50ms\n", 1)
+	cm := newConfigMapDir(t, slow+"alpha:\n  drain: 400ms\n")
+	h := start(t, cm.path(), "", nil)
+	eventually(t, "alpha running", func() bool { return h.alpha.runs.Load() == 1 })
+	cm.write(slow + "alpha:\n  drain: 400ms\n  cache: {maxEntries: 7}\n")
+	eventually(t, "alpha failed: the old one would not stop", func() bool {
+		st := statusOf(h, "alpha")
+		return st.State == StateFailed && strings.Contains(st.LastError, "did not stop")
+	})
+	h.cancel()
+	err := <-h.done
+	h.done <- nil
+	if h.alpha.drained.Load() == 0 && (err == nil || !strings.Contains(err.Error(), "did not stop")) {
+		t.Errorf("Run = %v with the old alpha still draining: shutdown must wait for it or say it did not stop", err)
+	}
+	eventually(t, "the old alpha drained", func() bool { return h.alpha.drained.Load() == 1 })
+}
+
 // A transient read error (the ConfigMap volume briefly without the file)
 // is counted once; when the same file is back, the config on disk is the
 // one in force again and last_reload_successful says so.

@@ -106,6 +106,18 @@ func (s *supervisor) mark(name string, st State, err error) {
 	}
 }
 
+// fail marks the feature's current unit failed, keeping it: an instance
+// that would not stop is still running, and stopAll must wait for it.
+func (s *supervisor) fail(name string, err error) {
+	s.mu.Lock()
+	u, ok := s.units[name]
+	s.mu.Unlock()
+	if ok {
+		s.setState(name, u, StateFailed, err)
+		s.metrics.featureUp.WithLabelValues(name).Set(0)
+	}
+}
+
 func closedChan() chan struct{} {
 	c := make(chan struct{})
 	close(c)
