@@ -348,6 +348,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		testImageWarm(ctx, t, c)
 	})
 
+	t.Run("RaidSingleDiskThroughDaemonSet", func(t *testing.T) {
+		testRaidSingleDisk(ctx, t, c, ref)
+	})
+
 	// Last, after everything above made the agent call the API: the RBAC
 	// rules were enough.
 	t.Run("NoForbiddenInAgentLog", func(t *testing.T) {
