@@ -90,8 +90,8 @@ func testRaidSingleDisk(ctx context.Context, t *testing.T, c *cluster.Cluster, i
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "raid-writer", Namespace: "default"},
 		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
-			Tolerations:   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			RestartPolicy:   corev1.RestartPolicyNever,
+			Tolerations:     []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			SecurityContext: &corev1.PodSecurityContext{RunAsUser: ptr(int64(185)), RunAsGroup: ptr(int64(185))},
 			Containers: []corev1.Container{{
 				Name: "writer", Image: image,
@@ -105,7 +105,9 @@ func testRaidSingleDisk(ctx context.Context, t *testing.T, c *cluster.Cluster, i
 	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Client.CoreV1().Pods("default").Delete(context.Background(), "raid-writer", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = c.Client.CoreV1().Pods("default").Delete(context.Background(), "raid-writer", metav1.DeleteOptions{})
+	})
 	var got *corev1.Pod
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		got, err = c.Client.CoreV1().Pods("default").Get(ctx, "raid-writer", metav1.GetOptions{})
