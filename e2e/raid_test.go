@@ -49,16 +49,28 @@ func testRaidSingleDisk(ctx context.Context, t *testing.T, c *cluster.Cluster, i
 		_ = exec.Command("losetup", "-d", loop).Run()
 	})
 
-	good := updateConfig(ctx, t, c, func(cfg string) string {
-		return replaceSection(cfg, "raid", fmt.Sprintf(`raid:
+	// Enabling raid is a chart change (helm upgrade with the new config):
+	// its privileges (host /, /dev, the Bidirectional /mnt/nodeagent) render
+	// only when it is enabled, so the agent pod rolls.
+	good := currentConfig(ctx, t, c)
+	before := agentPod(ctx, t, c)
+	applyConfig(ctx, t, c, replaceSection(good, "raid", fmt.Sprintf(`raid:
   enabled: true
   disks: {models: [], devices: [%q]}
   mount: {path: %s, namespace: agent}
   directories: [{path: spark, uid: 185, gid: 185, mode: "0777"}]
   reconcileInterval: 5s
-`, loop, raidMount))
+`, loop, raidMount)))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		applyConfig(ctx, t, c, good)
+		waitRollout(ctx, t, c)
 	})
-	t.Cleanup(func() { updateConfig(context.Background(), t, c, func(string) string { return good }) })
+	if p := waitRollout(ctx, t, c); p.UID == before.UID {
+		t.Fatal("enabling raid did not roll the agent pod (its privileges did not change?)")
+	} else {
+		logPrivileges(t, p)
+	}
 
 	ready := func(what string, timeout time.Duration) string {
 		t.Helper()
