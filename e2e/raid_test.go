@@ -163,14 +163,23 @@ func testRaidSingleDisk(ctx context.Context, t *testing.T, c *cluster.Cluster, i
 	if b, err := os.ReadFile(hostFile); err != nil || string(b) != "shuffle-block\n" {
 		t.Errorf("the file after the agent came back: %q %v", b, err)
 	}
-	n, err = c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cond := range n.Status.Conditions {
-		if (cond.Type == corev1.NodeReady || cond.Type == "NodeAgentReady") && cond.Status != corev1.ConditionTrue {
-			t.Errorf("node condition %s = %s (%s)", cond.Type, cond.Status, cond.Message)
+	// The gate writes NodeAgentReady a moment after nodeagent_node_ready.
+	notReady := ""
+	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		n, err = c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
 		}
+		notReady = ""
+		for _, cond := range n.Status.Conditions {
+			if (cond.Type == corev1.NodeReady || cond.Type == "NodeAgentReady") && cond.Status != corev1.ConditionTrue {
+				notReady += fmt.Sprintf("%s=%s (%s) ", cond.Type, cond.Status, cond.Message)
+			}
+		}
+		return notReady == "", nil
+	})
+	if err != nil {
+		t.Errorf("node not ready after the agent came back: %s", notReady)
 	}
 	if hasTaint(n, "nodeagent.io/not-ready", corev1.TaintEffectNoSchedule) {
 		t.Error("the startup taint came back")
