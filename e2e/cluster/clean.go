@@ -58,7 +58,7 @@ func CleanStale(ctx context.Context, logf func(string, ...any)) error {
 			logf("restore host state recorded in %s: sysctls %v, / made shared %v, nftables tables before %v, %d paths in host directories",
 				d, h.Sysctls, h.MadeRootShared, h.NFTBefore, len(h.Dirs))
 			errs = append(errs, h.restore(ctx)...)
-			errs = append(errs, deleteConntrack(ctx, DefaultPodCIDR, h.Ports)...)
+			errs = append(errs, deleteConntrack(ctx, DefaultPodCIDR, h.Ports, h.ServiceIPs)...)
 		}
 	}
 	for _, d := range dirs {

@@ -606,6 +606,8 @@ type hostState struct {
 	Dirs           dirSnapshot       `json:"dirs"`
 	// Ports the run's servers listened on, for conntrack cleanup.
 	Ports []int `json:"ports"`
+	// ServiceIPs are the ClusterIPs RouteService made local, for conntrack cleanup.
+	ServiceIPs []string `json:"serviceIPs,omitempty"`
 }
 
 const hostStateFile = "host-state.json"
@@ -649,12 +651,15 @@ func (h *hostState) restore(ctx context.Context) []error {
 
 // deleteConntrack removes the conntrack entries of the harness's
 // addresses and of the run's loopback ports.
-func deleteConntrack(ctx context.Context, podCIDR string, ports []int) []error {
+func deleteConntrack(ctx context.Context, podCIDR string, ports []int, serviceIPs []string) []error {
 	var errs []error
 	filters := [][]string{
 		{"-s", podCIDR}, {"-d", podCIDR},
 		{"-s", DefaultNodeIP}, {"-d", DefaultNodeIP},
 		{"-s", kubernetesSvcIP}, {"-d", kubernetesSvcIP},
+	}
+	for _, ip := range serviceIPs {
+		filters = append(filters, []string{"-s", ip}, []string{"-d", ip})
 	}
 	for _, port := range ports {
 		filters = append(filters, []string{"-p", "tcp", "--orig-port-dst", strconv.Itoa(port)})

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,7 @@ import (
 // interface and each port is DNATed to the Service's first ready endpoint.
 // It is written once: call it after the endpoints are ready and again after
 // they change. Teardown removes it with the interface and the
-// NODEAGENT-E2E-SVC chain.
+// NODEAGENT-E2E-SVC chain, and the conntrack entries of the ClusterIP.
 func (c *Cluster) RouteService(ctx context.Context, namespace, name string) error {
 	svc, err := c.Client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -48,6 +49,12 @@ func (c *Cluster) RouteService(ctx context.Context, namespace, name string) erro
 	}
 	if addr == "" {
 		return fmt.Errorf("service %s/%s has no ready endpoint", namespace, name)
+	}
+	if !slices.Contains(c.host.ServiceIPs, svc.Spec.ClusterIP) {
+		c.host.ServiceIPs = append(c.host.ServiceIPs, svc.Spec.ClusterIP)
+		if err := c.host.save(c.Dir); err != nil {
+			return err
+		}
 	}
 	if _, err := run(ctx, 30*time.Second, "ip", "addr", "replace", svc.Spec.ClusterIP+"/32", "dev", dummyIf); err != nil {
 		return err

@@ -147,7 +147,7 @@ func (c *Cluster) teardown() {
 		errs = append(errs, err)
 	}
 	if c.hostNetUp {
-		errs = append(errs, deleteConntrack(ctx, c.PodCIDR, c.host.Ports)...)
+		errs = append(errs, deleteConntrack(ctx, c.PodCIDR, c.host.Ports, c.host.ServiceIPs)...)
 		errs = append(errs, removeHostNetwork(ctx, func(string, ...any) {})...)
 	}
 
