@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
@@ -167,4 +168,27 @@ func TestEnsureFailure(t *testing.T) {
 	if f.Ready() == nil {
 		t.Error("Ready() is nil after a failed mkfs")
 	}
+}
+
+// TestLock: a second Ensure waits for the first one's lock, and gives up
+// when its context ends.
+func TestLock(t *testing.T) {
+	t.Parallel()
+	f := &Feature{lockPath: filepath.Join(t.TempDir(), "raid.lock")}
+	unlock, err := f.lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Feature{lockPath: f.lockPath}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := g.lock(ctx); err == nil || !strings.Contains(err.Error(), "another agent") {
+		t.Fatalf("second lock while held: %v", err)
+	}
+	unlock()
+	unlock2, err := g.lock(context.Background())
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
 }

@@ -53,7 +53,7 @@ func (f *Feature) Plan(ctx context.Context) (*Report, error) {
 // the directories. It is idempotent; with nothing to do it only reads.
 func (f *Feature) Ensure(ctx context.Context) (*Report, error) {
 	start := time.Now()
-	unlock, err := f.lock()
+	unlock, err := f.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -313,8 +313,10 @@ func (f *Feature) count(op string, err error) {
 	f.m.operations.WithLabelValues(op, result).Inc()
 }
 
-// lock takes the Ensure lock shared with `nodeagent raid ensure`.
-func (f *Feature) lock() (func(), error) {
+// lock takes the Ensure lock shared with every agent on the node and
+// `nodeagent raid ensure`. It waits (polling, so that a cancelled ctx is
+// not stuck behind another process's long mkfs) until it has it.
+func (f *Feature) lock(ctx context.Context) (func(), error) {
 	if f.lockPath == "" {
 		return func() {}, nil
 	}
@@ -325,9 +327,22 @@ func (f *Feature) lock() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("raid: lock: %w", err)
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("raid: lock: %w", err)
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			unix.Close(fd)
+			return nil, fmt.Errorf("raid: lock %s: %w", f.lockPath, err)
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			unix.Close(fd)
+			return nil, fmt.Errorf("raid: waiting for %s (another agent or `nodeagent raid ensure` holds it): %w", f.lockPath, ctx.Err())
+		case <-t.C:
+		}
 	}
-	return func() { unix.Close(fd) }, nil
 }
