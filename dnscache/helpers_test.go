@@ -2,6 +2,7 @@ package dnscache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,6 +363,7 @@ func storeOf(st *store) func() *store { return func() *store { return st } }
 // within timeout is lost.
 type udpLoad struct {
 	sent, lost atomic.Int64
+	refused    atomic.Int64 // of lost: nothing bound (a gap), not a slow answer
 	done       chan struct{}
 	wg         sync.WaitGroup
 }
@@ -387,8 +390,12 @@ func startUDPLoad(clients int, dial func() net.Conn, name func(client, i int) st
 					l.lost.Add(1)
 					continue
 				}
-				if r, err := conn.ReadMsg(); err != nil || r.Rcode != dns.RcodeSuccess {
+				r, err := conn.ReadMsg()
+				if err != nil || r.Rcode != dns.RcodeSuccess {
 					l.lost.Add(1)
+				}
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					l.refused.Add(1)
 				}
 				time.Sleep(pause)
 			}

@@ -391,6 +391,10 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 			up := newAuthServer(t)
 			kc, apiUp := serviceAPI(t, up)
 			oldCfg := testConfig(t, up.addr)
+			// The old process answers every query itself: on a loaded machine
+			// 300 ms is not enough for its upstream (a SERVFAIL at query 1826
+			// in 1 of 5 runs under a build loop).
+			oldCfg.Upstream.Timeout = 2 * time.Second
 			old, err := New(oldCfg, depsNoLog(t))
 			if err != nil {
 				t.Fatal(err)
