@@ -54,14 +54,26 @@ func (f *Interrupt) decommission(ctx context.Context, wg *sync.WaitGroup, n Noti
 	// second pass once the taint is on.
 	wg.Go(func() {
 		f.taint(ctx, n)
-		f.pass(ctx, wg, n, deadline)
+		// An executor whose container is not running yet (or whose status
+		// kubelet has not reported yet) is told once it runs: pass again
+		// every few seconds while one is pending, until the deadline.
+		for f.pass(ctx, wg, n, deadline) > 0 && f.now().Before(deadline) {
+			t := time.NewTimer(jitter(2 * time.Second))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
 	})
 	f.pass(ctx, wg, n, deadline)
 }
 
 // pass lists the executors on the Node and tells those not told yet. It is
 // idempotent: an executor is told at most once, also across agent restarts.
-func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, deadline time.Time) {
+// It returns how many executors are pending: not running yet, so not told.
+func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, deadline time.Time) (pending int) {
 	// One pass at a time: choosing and remembering who to tell is one step.
 	f.passMu.Lock()
 	defer f.passMu.Unlock()
@@ -73,7 +85,7 @@ func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, dead
 			f.log.Warn("executor pods not listed", "selector", f.cfg.Decommission.Selector, "err", err)
 			f.kube.Event(corev1.EventTypeWarning, "DecommissionFailed", "Decommission", "listing executor pods (%s) failed: %v", f.cfg.Decommission.Selector, err)
 		}
-		return
+		return 1 // try again
 	}
 	var todo, told []executor
 	var keys []string
@@ -91,7 +103,8 @@ func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, dead
 			// Being deleted: kubelet runs its preStop hook, which signals it.
 			f.countOnce(e, strategy, resultDeleting)
 		case strategy == StrategySignal && e.container == "":
-			// Not running yet: the next pass, or its preStop hook, has it.
+			// Not running yet: a later pass has it.
+			pending++
 		default:
 			todo = append(todo, e)
 			keys = append(keys, e.key(strategy))
@@ -108,7 +121,7 @@ func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, dead
 		for _, e := range told {
 			f.follow(ctx, wg, e, deadline) // after a restart: keep the deadline
 		}
-		return
+		return pending
 	}
 	var tw sync.WaitGroup
 	for _, e := range todo {
@@ -125,6 +138,7 @@ func (f *Interrupt) pass(ctx context.Context, wg *sync.WaitGroup, n Notice, dead
 	for _, e := range told {
 		f.follow(ctx, wg, e, deadline)
 	}
+	return pending
 }
 
 func (f *Interrupt) countOnce(e executor, strategy, result string) {

@@ -200,3 +200,26 @@ func TestCorruptStateRefuses(t *testing.T) {
 func taintFor(key string) corev1.Taint {
 	return corev1.Taint{Key: key, Effect: corev1.TaintEffectNoSchedule}
 }
+
+// TestLateExecutor: an executor whose container status is not reported yet
+// when the notice comes is signalled once it runs (kubelet reports the
+// status a moment after the process starts: the e2e test hit this).
+func TestLateExecutor(t *testing.T) {
+	t.Parallel()
+	late := executorPod("exec-2", "c2")
+	late.Status.ContainerStatuses = nil
+	c := newFakeCluster(executorPod("exec-1", "c1"), late)
+	tk := newFakeTasks()
+	nodes := &fakeNodes{}
+	f, _ := testFeature(t, taintOnly(), c, nodes, tk)
+	runFeature(t, f)
+	nodes.setTaints(taintFor("karpenter.sh/disrupted"))
+	eventually(t, 10*time.Second, "the running executor", func() bool { return len(tk.got("c1")) == 1 })
+	c.mu.Lock()
+	c.pods[1] = executorPod("exec-2", "c2")
+	c.mu.Unlock()
+	eventually(t, 10*time.Second, "the late executor", func() bool { return len(tk.got("c2")) == 1 })
+	if n := len(tk.got("c1")); n != 1 {
+		t.Errorf("exec-1 got %d signals", n)
+	}
+}
