@@ -395,7 +395,8 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 			// 300 ms is not enough for its upstream (a SERVFAIL at query 1826
 			// in 1 of 5 runs under a build loop).
 			oldCfg.Upstream.Timeout = 2 * time.Second
-			old, err := New(oldCfg, depsNoLog(t))
+			oldDeps := depsNoLog(t)
+			old, err := New(oldCfg, oldDeps)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -419,7 +420,8 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 			deadline := time.Now().Add(2 * joinRetry)
 			for i := 0; time.Now().Before(deadline); i++ {
 				if r := ask(t, srv, "w"+strconv.Itoa(i)+".svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
-					t.Fatalf("query %d while the new process waits: %s, want every one answered by the old process", i, dns.RcodeToString[r.Rcode])
+					t.Fatalf("query %d while the new process waits: %s, want every one answered by the old process (new process serving: %v; old process's upstream answers: %s)",
+						i, dns.RcodeToString[r.Rcode], c.servingErr(), upstreamOutcomes(t, oldDeps.Metrics.(*prometheus.Registry)))
 				}
 			}
 			if err := c.servingErr(); err == nil {
@@ -440,6 +442,30 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 			}
 		})
 	}
+}
+
+// upstreamOutcomes sums reg's upstream requests by outcome, e.g.
+// "NOERROR=287 timeout=1", for a failure message.
+func upstreamOutcomes(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() != namespace+"_"+subsystem+"_upstream_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "rcode" {
+					out = append(out, l.GetValue()+"="+strconv.FormatUint(m.GetHistogram().GetSampleCount(), 10))
+				}
+			}
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func depsNoLog(t *testing.T) agent.Deps {
