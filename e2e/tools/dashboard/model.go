@@ -51,5 +51,5 @@ func q(expr, legend string) query { return query{Expr: expr, Legend: legend} }
 
 // rows is the dashboard, top to bottom.
 func rows() []row {
-	return []row{agentRow(), dnscacheRow(), raidRow(), interruptRow(), conntrackRow()}
+	return []row{agentRow(), dnscacheRow(), raidRow(), imagewarmRow(), interruptRow(), conntrackRow()}
 }
