@@ -23,8 +23,8 @@ fi
 # helm in the same place and version as deploy/hack/render.sh uses it.
 echo "prereqs: helm at $("${repo}/deploy/hack/helm.sh")"
 phase "helm"
-# prometheus (server and promtool) for the e2e Prometheus check.
-bash "${repo}/deploy/hack/prereqs.sh"
+# The Prometheus server for the e2e Prometheus check (go install, pinned).
+echo "prereqs: prometheus at $("${repo}/deploy/hack/prometheus.sh")"
 phase "prometheus"
 # CoreDNS as the cluster DNS (coredns_test.go): the version and binary
 # dnscache's benchmark pins (dnscache/hack/prereqs.sh), into the same cache.
