@@ -292,6 +292,12 @@ func TestPrefetchBurst(t *testing.T) {
 	cfg.Node.Protocol = ProtoUDP // the upstream answers each UDP query on its own goroutine
 	cfg.ClusterDNS.Protocol = ProtoUDP
 	cfg.Cache.Prefetch.Percent = 60
+	// A worker whose query timed out moves on to the next name while the
+	// upstream still holds the first one: on starved CPUs (the 20 ms delay
+	// scheduled late past the 300 ms test timeout) the upstream counted 8
+	// queries at once from 4 workers. A timeout no delay reaches keeps the
+	// upstream's count equal to the workers' own.
+	cfg.Upstream.Timeout = 10 * time.Second
 	c, _ := startCache(t, cfg)
 	srv := addr(cfg)
 	const n = 200
