@@ -39,6 +39,8 @@ type Config struct {
 	Credentials     CredsConfig   `yaml:"credentials"`
 	// Images to warm.
 	Images []ImageConfig `yaml:"images"`
+	// S3 mounts (s3Mounts, s3): s3config.go.
+	S3Config `yaml:",inline"`
 }
 
 // RetryConfig is the jittered exponential backoff between failed attempts.
@@ -96,7 +98,8 @@ func DefaultConfig() *Config {
 			Secret:         "",
 			SecretRefresh:  5 * time.Minute,
 		},
-		Images: []ImageConfig{},
+		Images:   []ImageConfig{},
+		S3Config: defaultS3Config(),
 	}
 }
 
@@ -172,5 +175,6 @@ func (c *Config) Validate() error {
 		}
 		seen[key] = i
 	}
+	c.S3Config.validate(&errs)
 	return errs.Err()
 }

@@ -30,6 +30,7 @@ type Warmer struct {
 	m      *metrics
 	images []*imageState
 	creds  *creds
+	s3     *s3Mounts
 
 	// Set by Run.
 	cri       criSettings
@@ -63,6 +64,9 @@ func New(cfg *Config, deps agent.Deps) (*Warmer, error) {
 	}
 	w := &Warmer{cfg: cfg, deps: deps, log: log, m: m, running: errNotStarted,
 		creds: &creds{exec: deps.Exec, now: time.Now, cache: map[string]cachedAuth{}}}
+	if w.s3, err = w.newS3(); err != nil {
+		return nil, err
+	}
 	for _, ic := range cfg.Images {
 		s, err := newImageState(ic)
 		if err != nil {
@@ -94,7 +98,7 @@ func (w *Warmer) Ready() error {
 	if missing := notReady(w.images, time.Now()); missing != "" {
 		return fmt.Errorf("required images not in yet: %s", missing)
 	}
-	return nil
+	return w.s3.ready()
 }
 
 func (w *Warmer) setRunning(err error) {
@@ -107,6 +111,13 @@ func (w *Warmer) setRunning(err error) {
 // image present until ctx is done. Images and records stay when it stops.
 func (w *Warmer) Run(ctx context.Context) error {
 	defer w.setRunning(errNotStarted)
+	ctx, stopS3 := w.startS3(ctx)
+	defer stopS3()
+	if len(w.images) == 0 {
+		w.setRunning(nil)
+		<-ctx.Done()
+		return nil
+	}
 	if err := w.setup(); err != nil {
 		return err
 	}

@@ -267,6 +267,7 @@ func TestMetricsREADME(t *testing.T) {
 	m.failures.WithLabelValues("img", reasonOther).Inc()
 	m.pulls.WithLabelValues("img").Inc()
 	m.repulls.WithLabelValues("img").Inc()
+	touchS3Metrics(t, reg)
 	featuretest.MetricsREADME(t, reg, "README.md", "nodeagent_imagewarm_")
 }
 

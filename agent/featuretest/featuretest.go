@@ -37,7 +37,7 @@ func MetricsREADME(t *testing.T, reg *prometheus.Registry, readme, prefix string
 		t.Fatal(err)
 	}
 	var listed []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `("+regexp.QuoteMeta(prefix)+"[a-z_]+)`").FindAllStringSubmatch(string(text), -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `("+regexp.QuoteMeta(prefix)+"[a-z0-9_]+)`").FindAllStringSubmatch(string(text), -1) {
 		listed = append(listed, m[1])
 	}
 	slices.Sort(registered)

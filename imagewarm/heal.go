@@ -1,0 +1,264 @@
+package imagewarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nodeagent/nodeagent/agent/hostexec"
+)
+
+// errForeign: something the agent did not mount sits at the path.
+var errForeign = errors.New("mounted by something else (not in the agent's records): left alone")
+
+// keep checks mt every checkInterval (jittered) and mounts it again when it
+// is dead, with jittered exponential backoff between failed attempts.
+func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
+	backoff := s.o.Retry.InitialBackoff
+	var downSince time.Time
+	for ctx.Err() == nil {
+		wait := jitter(s.o.CheckInterval)
+		rec, reason, err := s.check(ctx, mt)
+		switch {
+		case err != nil:
+			s.set(mt, false, err.Error())
+		case reason == "":
+			if !downSince.IsZero() {
+				s.m.healTime.Observe(time.Since(downSince).Seconds())
+				downSince = time.Time{}
+			}
+			s.set(mt, true, "")
+			backoff = s.o.Retry.InitialBackoff
+		default:
+			if downSince.IsZero() {
+				downSince = time.Now()
+			}
+			s.set(mt, false, reason)
+			heal := rec != nil
+			if heal {
+				s.log.Warn("S3 mount dead, mounting again", "mount", mt.cfg.Name, "reason", reason, "pid", rec.PID)
+			}
+			if err := s.remount(ctx, mt, rec); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.m.failures.WithLabelValues(mt.cfg.Name).Inc()
+				wait = jitter(backoff)
+				backoff = min(2*backoff, s.o.Retry.MaxBackoff)
+				s.set(mt, false, reason+": mount failed: "+err.Error())
+				s.log.Warn("S3 mount failed", "mount", mt.cfg.Name, "retryIn", wait.Round(time.Millisecond), "err", err)
+				break
+			}
+			if heal {
+				s.m.heals.WithLabelValues(mt.cfg.Name, reason).Inc()
+			}
+			wait = 0 // check it right away
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// check returns the record of mt and why it needs mounting ("" = healthy),
+// or an error when it must be left alone.
+func (s *s3Mounts) check(ctx context.Context, mt *s3Mount) (*mountRecord, string, error) {
+	start := time.Now()
+	defer func() { s.m.check.Observe(time.Since(start).Seconds()) }()
+	rec, err := s.readRecord(mt.cfg.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	e, err := s.mountEntry(mt.cfg.MountPath)
+	if err != nil {
+		return rec, "", err
+	}
+	switch {
+	case rec == nil && e != nil:
+		return nil, "", fmt.Errorf("%s is %s (%s): %w", mt.cfg.MountPath, e.FSType, e.Source, errForeign)
+	case rec == nil:
+		return nil, "not mounted yet", nil
+	case e == nil:
+		return rec, healUnmounted, nil
+	case !isFUSE(e):
+		return rec, "", fmt.Errorf("%s is a %s mount over ours: %w", mt.cfg.MountPath, e.FSType, errForeign)
+	}
+	if rec.PID > 0 && !s.daemonAlive(rec) {
+		return rec, healProcessGone, nil
+	}
+	if rec.PID > 0 {
+		s.m.rss.WithLabelValues(mt.cfg.Name).Set(s.rss(rec.PID))
+	}
+	switch err := s.statRoot(ctx, mt.cfg.MountPath); {
+	case errors.Is(err, syscall.ENOTCONN):
+		return rec, healENOTCONN, nil
+	case err != nil:
+		return rec, healStatError, nil
+	}
+	return rec, "", nil
+}
+
+// statRoot stats path (as the host sees it) within statTimeout. A hung
+// daemon leaves the stat goroutine blocked until the daemon dies or is
+// unmounted.
+func (s *s3Mounts) statRoot(ctx context.Context, path string) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(s.host.Path(path))
+		done <- err
+	}()
+	t := time.NewTimer(s.o.StatTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("stat %s: no answer in %s", path, s.o.StatTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// remount clears what is left of rec (its daemon, its dead mount: lazily,
+// so open files do not block it) and mounts mt.
+func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) error {
+	if rec != nil {
+		if s.daemonAlive(rec) {
+			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
+		}
+		if e, err := s.mountEntry(rec.MountPath); err == nil && e != nil && isFUSE(e) {
+			if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", rec.MountPath}, Timeout: 30 * time.Second})); err != nil {
+				return fmt.Errorf("lazy unmount of the dead mount: %w", err)
+			}
+		}
+		if err := s.forget(rec.Name); err != nil {
+			return err
+		}
+	}
+	return s.mount(ctx, mt)
+}
+
+// mount starts the FUSE daemon detached (setsid -f: its own session, parent
+// init, stdio to a log file in stateDir), waits for its mount to answer,
+// moves it to the agent's cgroup outside the container and records it.
+func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
+	c := &mt.cfg
+	if e, err := s.mountEntry(c.MountPath); err != nil {
+		return err
+	} else if e != nil {
+		return fmt.Errorf("%s: %w", c.MountPath, errForeign)
+	}
+	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", c.MountPath}})); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.host.Path(s.o.StateDir), 0o700); err != nil {
+		return err
+	}
+	argv := s.o.daemonArgv(c)
+	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
+	daemon := argv
+	if c.driver() == DriverRclone {
+		daemon = append([]string{"env", "-u", "AWS_CA_BUNDLE"}, argv...)
+	}
+	script := `log=$1; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null`
+	start := hostexec.Cmd{Name: "sh", Args: append([]string{"-c", script, "sh", logFile}, daemon...), Timeout: 30 * time.Second}
+	if _, err := s.exec.Run(ctx, s.inNamespace(start)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(s.o.MountTimeout)
+	for {
+		pid := s.findDaemon(argv, c.MountPath)
+		e, _ := s.mountEntry(c.MountPath)
+		if e != nil && pid > 0 && s.statRoot(ctx, c.MountPath) == nil {
+			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv}
+			if err := s.writeRecord(rec); err != nil {
+				return err
+			}
+			if err := s.detachCgroup(pid); err != nil {
+				s.log.Warn("FUSE daemon left in the agent's cgroup", "mount", c.Name, "pid", pid, "err", err)
+			}
+			s.log.Info("S3 mount up", "mount", c.Name, "path", c.MountPath, "driver", c.driver(), "pid", pid)
+			return nil
+		}
+		if pid == 0 && e == nil && time.Until(deadline) < s.o.MountTimeout-2*time.Second {
+			return fmt.Errorf("%s exited: %s", argv[0], s.logTail(logFile))
+		}
+		if time.Now().After(deadline) {
+			if pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return fmt.Errorf("%s did not mount in %s: %s", argv[0], s.o.MountTimeout, s.logTail(logFile))
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *s3Mounts) logTail(logFile string) string {
+	b, _ := os.ReadFile(s.host.Path(logFile))
+	if len(b) > 1024 {
+		b = b[len(b)-1024:]
+	}
+	return string(b)
+}
+
+// cgroupDir is the agent's cgroup for FUSE daemons, in every hierarchy.
+const cgroupDir = "nodeagent-s3mounts"
+
+// detachCgroup moves pid into a cgroup of the agent's own below the host
+// cgroup root (v2: one tree; v1: every hierarchy), so that deleting the
+// agent pod (its container cgroup) does not kill the daemon. Without
+// systemd there is no transient unit; this is the path used and tested.
+func (s *s3Mounts) detachCgroup(pid int) error {
+	if s.o.CgroupRoot == "" {
+		return nil
+	}
+	root := s.host.Path(s.o.CgroupRoot)
+	var dirs []string
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err == nil {
+		dirs = []string{root} // v2
+	} else {
+		entries, err := os.ReadDir(root)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			d := filepath.Join(root, e.Name())
+			if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+				continue // cpu -> cpu,cpuacct links
+			}
+			if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	var errs []error
+	for _, d := range dirs {
+		cg := filepath.Join(d, cgroupDir)
+		if err := os.Mkdir(cg, 0o755); err != nil && !os.IsExist(err) {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(dirs) == 0 {
+		return fmt.Errorf("no cgroup hierarchy under %s", root)
+	}
+	return errors.Join(errs...)
+}

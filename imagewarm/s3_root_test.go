@@ -1,0 +1,276 @@
+package imagewarm
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/agent/hostexec"
+	"github.com/nodeagent/nodeagent/agent/hostpath"
+)
+
+// versitygwBin is versitygw on PATH or in $NODEAGENT_CACHE/bin, or "".
+func versitygwBin() string {
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p
+	}
+	dir := os.Getenv("NODEAGENT_CACHE")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "nodeagent")
+	}
+	p := filepath.Join(dir, "bin", "versitygw")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// startVersitygw serves dir (one subdirectory per bucket) on a free
+// loopback port and returns its URL once it accepts connections.
+func startVersitygw(t *testing.T, bin, dir string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "--port", addr, "posix", dir)
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY=testkey", "ROOT_SECRET_KEY=testsecret")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "versitygw.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return "http://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("versitygw did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// eventually polls cond (an observable event: a stat, a record) until it
+// holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type runningWarmer struct {
+	w    *Warmer
+	reg  *prometheus.Registry
+	stop func()
+}
+
+func runWarmer(t *testing.T, cfg *Config) *runningWarmer {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	rw := &runningWarmer{w: w, reg: reg}
+	rw.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	return rw
+}
+
+// TestS3MountsRoot runs the whole lifecycle for real with the s3fs and
+// rclone drivers against versitygw: read and checksum, kill -9 healed,
+// agent restart adopting the daemon, removal from config unmounting.
+func TestS3MountsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (FUSE mounts, nsenter); run the tests as root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("needs /dev/fuse: %v", err)
+	}
+	vgw := versitygwBin()
+	if vgw == "" {
+		t.Skip("needs versitygw (imagewarm/hack/prereqs.sh installs it into $NODEAGENT_CACHE/bin)")
+	}
+	data := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(data, "libs", "jars"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 50<<20)
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "libs", "jars", "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x", sha256.Sum256(big))
+	endpoint := startVersitygw(t, vgw, data)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testkey")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testsecret")
+	t.Setenv("AWSACCESSKEYID", "testkey")
+	t.Setenv("AWSSECRETACCESSKEY", "testsecret")
+
+	for _, driver := range []string{DriverS3fs, DriverRclone} {
+		t.Run(driver, func(t *testing.T) {
+			if _, err := exec.LookPath(driver); err != nil {
+				t.Skipf("needs %s (imagewarm/hack/prereqs.sh installs it)", driver)
+			}
+			testS3Lifecycle(t, driver, endpoint, want)
+		})
+	}
+}
+
+func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
+	root := t.TempDir()
+	mountPath := filepath.Join(root, "mnt", "libs")
+	cfg := DefaultConfig()
+	cfg.S3.AllowedRoots = []string{filepath.Join(root, "mnt")}
+	cfg.S3.StateDir = filepath.Join(root, "state")
+	cfg.S3.CheckInterval = 200 * time.Millisecond
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	if pid1, _ := os.Readlink("/proc/1/ns/mnt"); pid1 != self {
+		cfg.S3.Namespace = MountNamespaceAgent // the test is not in the host's mount namespace
+	}
+	cfg.S3Mounts = []S3MountConfig{{Name: "libs", Bucket: "libs", Prefix: "jars/", MountPath: mountPath,
+		EndpointURL: endpoint, Region: "us-east-1", ReadOnly: true, Driver: driver, Required: true}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s3 := &s3Mounts{o: &cfg.S3, host: hostpath.New("/")}
+	t.Cleanup(func() {
+		if rec, _ := s3.readRecord("libs"); rec != nil && s3.daemonAlive(rec) {
+			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
+		}
+		_ = exec.Command("umount", "-l", mountPath).Run()
+	})
+	record := func() *mountRecord {
+		t.Helper()
+		rec, err := s3.readRecord("libs")
+		if err != nil || rec == nil {
+			t.Fatalf("record: %v %v", rec, err)
+		}
+		return rec
+	}
+
+	// Mount and read.
+	a := runWarmer(t, cfg)
+	eventually(t, 60*time.Second, "mounted and ready", a.w.Ready)
+	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+		t.Fatalf("big.bin through the mount: sha256 %s, want %s", got, want)
+	}
+	rec := record()
+	if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", rec.PID)); !strings.Contains(string(cg), cgroupDir) {
+		t.Errorf("daemon %d not in the agent's cgroup %s:\n%s", rec.PID, cgroupDir, cg)
+	}
+
+	// kill -9 of the daemon: healed within 10 s, the file reads again.
+	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "healed after kill -9", func() error {
+		if r, _ := s3.readRecord("libs"); r == nil || r.PID == rec.PID {
+			return fmt.Errorf("not mounted again yet")
+		}
+		_, err := os.Stat(filepath.Join(mountPath, "big.bin"))
+		return err
+	})
+	t.Logf("%s: healed %s after kill -9", driver, took.Round(time.Millisecond))
+	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+		t.Fatalf("big.bin after the heal: sha256 %s, want %s", got, want)
+	}
+	if n := testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healENOTCONN)) +
+		testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healProcessGone)); n != 1 {
+		t.Errorf("heals counted: %v, want 1", n)
+	}
+
+	// Agent restart: the new instance adopts the daemon (same PID).
+	rec = record()
+	a.stop()
+	b := runWarmer(t, cfg)
+	eventually(t, 10*time.Second, "ready after restart", b.w.Ready)
+	if r := record(); r.PID != rec.PID || !s3.daemonAlive(r) {
+		t.Fatalf("after restart: daemon %d, want the same %d alive", r.PID, rec.PID)
+	}
+	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+		t.Fatalf("big.bin after restart: sha256 %s, want %s", got, want)
+	}
+	b.stop()
+	if e, _ := s3.mountEntry(mountPath); e == nil {
+		t.Fatal("cancelling Run unmounted the mount")
+	}
+
+	// Config without the mount: unmounted, daemon gone, record gone.
+	cfg2 := *cfg
+	cfg2.S3Mounts = nil
+	c := runWarmer(t, &cfg2)
+	eventually(t, 10*time.Second, "unmounted after removal from config", func() error {
+		if e, _ := s3.mountEntry(mountPath); e != nil {
+			return fmt.Errorf("%s still mounted", mountPath)
+		}
+		if r, _ := s3.readRecord("libs"); r != nil {
+			return fmt.Errorf("record still there")
+		}
+		return nil
+	})
+	c.stop()
+	eventually(t, 10*time.Second, "daemon exited", func() error {
+		if s3.daemonAlive(rec) {
+			return fmt.Errorf("daemon %d still running", rec.PID)
+		}
+		return nil
+	})
+}
