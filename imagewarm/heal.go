@@ -59,13 +59,21 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 			}
 			wait = 0 // check it right away
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -198,12 +206,8 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 			}
 			return fmt.Errorf("%s did not mount in %s: %s", argv[0], s.o.MountTimeout, s.logTail(logFile))
 		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, 100*time.Millisecond) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }

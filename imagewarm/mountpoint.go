@@ -51,16 +51,7 @@ func mountS3Argv(bin string, m *S3MountConfig) []string {
 	if m.Cache != "" {
 		a = append(a, "--cache", m.Cache)
 	}
-	if m.AllowOther {
-		a = append(a, "--allow-other")
-	}
-	if m.UID != nil {
-		a = append(a, "--uid", strconv.Itoa(*m.UID))
-	}
-	if m.GID != nil {
-		a = append(a, "--gid", strconv.Itoa(*m.GID))
-	}
-	return append(a, m.ExtraArgs...)
+	return append(ownerFlags(a, m), m.ExtraArgs...)
 }
 
 // s3fsArgv: s3fs-fuse, path-style (S3-compatible stores); credentials from
@@ -117,6 +108,12 @@ func rcloneArgv(bin string, m *S3MountConfig) []string {
 	if m.Cache != "" {
 		a = append(a, "--vfs-cache-mode", "full", "--cache-dir", m.Cache)
 	}
+	return append(ownerFlags(a, m), m.ExtraArgs...)
+}
+
+// ownerFlags appends --allow-other, --uid and --gid (mount-s3 and rclone
+// spell them alike).
+func ownerFlags(a []string, m *S3MountConfig) []string {
 	if m.AllowOther {
 		a = append(a, "--allow-other")
 	}
@@ -126,5 +123,5 @@ func rcloneArgv(bin string, m *S3MountConfig) []string {
 	if m.GID != nil {
 		a = append(a, "--gid", strconv.Itoa(*m.GID))
 	}
-	return append(a, m.ExtraArgs...)
+	return a
 }

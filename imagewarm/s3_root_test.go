@@ -21,6 +21,7 @@ import (
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
+	"github.com/nodeagent/nodeagent/imagewarm/internal/testbed"
 )
 
 // versitygwBin is versitygw on PATH or in $NODEAGENT_CACHE/bin, or "".
@@ -44,12 +45,11 @@ func versitygwBin() string {
 // loopback port and returns its URL once it accepts connections.
 func startVersitygw(t *testing.T, bin, dir string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testbed.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin, "--port", addr, "posix", dir)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY=testkey", "ROOT_SECRET_KEY=testsecret")
 	logf, err := os.Create(filepath.Join(t.TempDir(), "versitygw.log"))
