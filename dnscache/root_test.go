@@ -473,8 +473,17 @@ func TestRootIPv6(t *testing.T) {
 					}
 				}
 			}
+			// The control server is the harness's, not the cache under test.
+			// Its first reply was lost 3 times in a few hundred subtests, only
+			// with every root test running: the address was on the interface,
+			// the query had been read, conntrack held the flow unreplied, and
+			// the next query was answered. Where the reply goes is not found
+			// yet; a second try keeps the check, which needs one tracked flow.
 			if _, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6.example."); err != nil {
-				t.Fatal(err)
+				t.Logf("control query: %v; asking once more", err)
+				if _, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6-again.example."); err != nil {
+					t.Fatal(err)
+				}
 			}
 			out := ns.mustRun(t, "conntrack", "-L", "-f", "ipv6")
 			if !strings.Contains(out, ctrl6) {
