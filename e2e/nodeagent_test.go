@@ -352,6 +352,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		testRaidSingleDisk(ctx, t, c, ref)
 	})
 
+	t.Run("Interrupt", func(t *testing.T) {
+		testInterrupt(ctx, t, c)
+	})
+
 	// Last, after everything above made the agent call the API: the RBAC
 	// rules were enough.
 	t.Run("NoForbiddenInAgentLog", func(t *testing.T) {

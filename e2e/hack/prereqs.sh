@@ -31,3 +31,6 @@ phase "prometheus"
 coredns_version=$(sed -n 's/^COREDNS_VERSION=//p' "${repo}/dnscache/hack/prereqs.sh")
 echo "prereqs: coredns at $(go_tool coredns "github.com/coredns/coredns@${coredns_version}")"
 phase "coredns ${coredns_version}"
+# ec2-metadata-mock for the interrupt e2e test.
+bash "${repo}/interrupt/hack/prereqs.sh"
+phase "interrupt"
