@@ -149,8 +149,12 @@ func testInterrupt(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 
 	old := currentConfig(ctx, t, c)
 	stopMock := func() {}
+	restore := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(restore, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		applyConfig(context.Background(), t, c, old)
+		applyChart(context.Background(), t, c, "--set-file", "config="+restore)
 		n, err := c.Client.CoreV1().Nodes().Get(context.Background(), c.NodeName, metav1.GetOptions{})
 		if err == nil {
 			var kept []corev1.Taint
