@@ -323,9 +323,15 @@ func testInterrupt(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 			if n := strings.Count(record(name), "received SIGPWR"); n != 1 {
 				t.Errorf("%s got %d SIGPWR, want 1", name, n)
 			}
-			p, err := c.Client.CoreV1().Pods(sparkNS).Get(ctx, name, metav1.GetOptions{})
-			if err == nil && p.Status.Phase != corev1.PodSucceeded {
-				t.Errorf("%s: phase %s, want Succeeded (exit 0)", name, p.Status.Phase)
+			// kubelet reports the phase a moment after the process exited.
+			var p *corev1.Pod
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				var err error
+				p, err = c.Client.CoreV1().Pods(sparkNS).Get(ctx, name, metav1.GetOptions{})
+				return err == nil && p.Status.Phase == corev1.PodSucceeded, nil
+			})
+			if err != nil {
+				t.Errorf("%s: %v, want Succeeded (exit 0)", name, statusOf(p))
 			}
 		}
 		if r := record("driver"); strings.Contains(r, "received") {
