@@ -155,6 +155,11 @@ func testInterrupt(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	}
 	t.Cleanup(func() {
 		applyChart(context.Background(), t, c, "--set-file", "config="+restore)
+		// The restore rolls the DaemonSet; leave the agent as it was found,
+		// rolled out and Ready. Without the wait the next subtest,
+		// NoForbiddenInAgentLog, listed the new pod before its container had
+		// a log ("no log for kube-system/nodeagent-...").
+		waitRollout(context.Background(), t, c)
 		n, err := c.Client.CoreV1().Nodes().Get(context.Background(), c.NodeName, metav1.GetOptions{})
 		if err == nil {
 			var kept []corev1.Taint
