@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nodeagent/nodeagent/agent/config"
+	"github.com/nodeagent/nodeagent/agent/featuretest"
 )
 
 func TestValidate(t *testing.T) {
@@ -66,22 +66,7 @@ func TestDecodeStrict(t *testing.T) {
 // decodes to DefaultConfig().
 func TestShippedDefaults(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../deploy/helm/nodeagent/files/config.yaml")
-	if err != nil {
-		t.Skipf("chart not in this checkout: %v", err)
-	}
-	var doc struct {
-		Conntrack yaml.Node `yaml:"conntrack"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
 	got := DefaultConfig()
 	got.DNSFlows.Port = -1 // must be overwritten by the file
-	if err := config.Decode(&doc.Conntrack, got, "conntrack"); err != nil {
-		t.Fatal(err)
-	}
-	if want := DefaultConfig(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("the chart's conntrack section differs from DefaultConfig():\nfile: %+v\nGo:   %+v", got, want)
-	}
+	featuretest.ShippedDefaults(t, "../deploy/helm/nodeagent/files/config.yaml", "conntrack", got, DefaultConfig())
 }
