@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // BenchmarkMillionEntries is `make bench-conntrack` (conntrack/hack/bench.sh):
@@ -305,7 +307,7 @@ func statusKB(field string) int64 {
 // them (early_drop takes only entries that are not assured).
 func inject(ns *testNS, total, dnsEvery int, assured bool) error {
 	var fd int
-	if err := inNetNS(ns.handle, func() (err error) {
+	if err := netnsrun.Run(ns.handle, func() (err error) {
 		if fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER); err != nil {
 			return err
 		}
@@ -406,7 +408,7 @@ func createMsg(src, dst [4]byte, sport, dport uint16, status, seq uint32) ([]byt
 // serveIn serves h on a listener inside ns; it returns the address.
 func serveIn(b *testing.B, ns *testNS, h http.Handler) string {
 	var l net.Listener
-	if err := inNetNS(ns.handle, func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+	if err := netnsrun.Run(ns.handle, func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
 		b.Fatal(err)
 	}
 	srv := &http.Server{Handler: h}
@@ -447,7 +449,7 @@ func nodeExporterIn(b *testing.B, ns *testNS) (string, func()) {
 // httpGet fetches /metrics from addr inside ns (a fresh connection each time).
 func httpGet(ns *testNS, addr string) (string, error) {
 	var conn net.Conn
-	if err := inNetNS(ns.handle, func() (err error) { conn, err = net.DialTimeout("tcp", addr, 2*time.Second); return err }); err != nil {
+	if err := netnsrun.Run(ns.handle, func() (err error) { conn, err = net.DialTimeout("tcp", addr, 2*time.Second); return err }); err != nil {
 		return "", err
 	}
 	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }, DisableKeepAlives: true}

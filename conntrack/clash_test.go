@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // TestRootClashResolve reproduces the DNAT insert race behind lost DNS
@@ -36,7 +38,7 @@ func TestRootClashResolve(t *testing.T) {
 	tries := 0
 	for time.Now().Before(deadline) {
 		var fds []int
-		if err := inNetNS(ns.handle, func() error {
+		if err := netnsrun.Run(ns.handle, func() error {
 			for range 200 {
 				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 				if err != nil {

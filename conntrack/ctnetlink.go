@@ -9,6 +9,8 @@ import (
 	ct "github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // ctnetlink message types (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
@@ -34,7 +36,7 @@ func (n *netlinkStats) dial() error {
 	if n.open {
 		return nil
 	}
-	err := inNetNS(n.ns, func() error {
+	err := netnsrun.Run(n.ns, func() error {
 		c, err := ct.Dial(nil)
 		if err != nil {
 			return err

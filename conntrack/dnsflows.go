@@ -9,6 +9,8 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // ctnetlink constants for the filtered dump (include/uapi/linux/netfilter/
@@ -118,7 +120,7 @@ func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
 // gives up at deadline.
 func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
 	var fd int
-	err = inNetNS(d.ns, func() error {
+	err = netnsrun.Run(d.ns, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 		if err != nil {

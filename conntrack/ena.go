@@ -10,6 +10,8 @@ import (
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // enaCounterNames are the ENA driver's allowance statistics (ethtool -S),
@@ -77,7 +79,7 @@ func (r *enaReader) read(now time.Time) ([]enaStats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.et == nil {
-		if err := inNetNS(r.ns, func() (err error) { r.et, err = ethtool.NewEthtool(); return err }); err != nil {
+		if err := netnsrun.Run(r.ns, func() (err error) { r.et, err = ethtool.NewEthtool(); return err }); err != nil {
 			return nil, fmt.Errorf("ethtool socket: %w", err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // parseProcStat parses /proc/net/stat/nf_conntrack: a header naming the
@@ -52,7 +54,7 @@ func parseProcStat(data string) (stats, error) {
 // namespace ns (tests) it reads on a thread inside it: /proc/net follows the
 // process's namespace, /proc/thread-self/net and /proc/sys/net the thread's.
 func readProcStat(procDir string, ns netns.NsHandle) (s stats, err error) {
-	err = inNetNS(ns, func() error {
+	err = netnsrun.Run(ns, func() error {
 		s, err = readProcStatHere(procDir, ns.IsOpen())
 		return err
 	})
@@ -93,7 +95,7 @@ func readUint(path string) (uint64, error) {
 
 // readCount reads the table's entry count from the nf_conntrack_count sysctl.
 func readCount(procDir string, ns netns.NsHandle) (n uint64, err error) {
-	err = inNetNS(ns, func() error {
+	err = netnsrun.Run(ns, func() error {
 		n, err = readUint(procDir + "/sys/net/netfilter/nf_conntrack_count")
 		return err
 	})

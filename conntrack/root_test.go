@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // Root tests run in a throwaway network namespace each, against the real
@@ -83,7 +85,7 @@ func (n *testNS) track(t testing.TB) {
 // inside the namespace; it returns the first send error.
 func (n *testNS) udpFlows(t *testing.T, count int, addr string) error {
 	t.Helper()
-	return inNetNS(n.handle, func() error {
+	return netnsrun.Run(n.handle, func() error {
 		for range count {
 			c, err := net.Dial("udp", addr)
 			if err != nil {
@@ -103,7 +105,7 @@ func (n *testNS) udpFlows(t *testing.T, count int, addr string) error {
 func (n *testNS) echoUDP(t *testing.T, addr string) {
 	t.Helper()
 	var pc net.PacketConn
-	if err := inNetNS(n.handle, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
+	if err := netnsrun.Run(n.handle, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -144,7 +146,7 @@ func TestRootEntriesAndDNSFlows(t *testing.T) {
 	ns.track(t)
 	ns.echoUDP(t, "127.0.0.1:53")
 	var tcp net.Listener
-	if err := inNetNS(ns.handle, func() (err error) { tcp, err = net.Listen("tcp", "127.0.0.1:53"); return err }); err != nil {
+	if err := netnsrun.Run(ns.handle, func() (err error) { tcp, err = net.Listen("tcp", "127.0.0.1:53"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
@@ -166,7 +168,7 @@ func TestRootEntriesAndDNSFlows(t *testing.T) {
 	}
 	for range 3 {
 		var conn net.Conn
-		if err := inNetNS(ns.handle, func() (err error) { conn, err = net.Dial("tcp", "127.0.0.1:53"); return err }); err != nil {
+		if err := netnsrun.Run(ns.handle, func() (err error) { conn, err = net.Dial("tcp", "127.0.0.1:53"); return err }); err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // Name is the feature's name: config section, log attribute, metric subsystem.
@@ -267,7 +268,7 @@ func (c *Cache) waitUpstreams(ctx context.Context) bool {
 func (c *Cache) othersServing() bool {
 	ap := netip.AddrPortFrom(c.addrs[0], uint16(c.cfg.Port)).String()
 	var conn net.Conn
-	if inNetns(c.ns, func() (err error) { conn, err = net.Dial("udp", ap); return err }) != nil {
+	if netnsrun.Run(c.ns, func() (err error) { conn, err = net.Dial("udp", ap); return err }) != nil {
 		return false
 	}
 	defer conn.Close()

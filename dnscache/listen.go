@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
@@ -14,36 +13,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 	"github.com/nodeagent/nodeagent/agent/sockopt"
 )
-
-// inNetns runs fn on a thread in ns (or here when ns is not open). Sockets
-// created by fn stay in ns.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return // the thread dies with its goroutine: it never runs other code
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
 
 // udpRcvBuf absorbs bursts (hundreds of executors starting at once).
 const udpRcvBuf = 4 << 20
@@ -56,7 +28,7 @@ type listeners struct {
 
 func listen(ns netns.NsHandle, addrs []netip.Addr, port int) (*listeners, error) {
 	ls := &listeners{}
-	err := inNetns(ns, func() error {
+	err := netnsrun.Run(ns, func() error {
 		lc := net.ListenConfig{Control: sockopt.ReusePort}
 		for _, a := range addrs {
 			ap := netip.AddrPortFrom(a, uint16(port)).String()

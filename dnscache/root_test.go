@@ -18,6 +18,7 @@ import (
 
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
+	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
 // Root tests run in a throwaway network namespace each and use the real
@@ -57,7 +58,7 @@ func runInNS(t *testing.T, cfg *Config, deps agent.Deps, ns *testNS) (stop func(
 	// handle is closed, also when the test stops at a t.Fatal before calling
 	// stop. Without it the cache outlived the test on a closed handle, whose
 	// fd number the process soon reused (netns.Get of the host namespace in
-	// inNetns): the leaked cache then made its interface in the host's
+	// netnsrun.Run): the leaked cache then made its interface in the host's
 	// namespace (a stale host nodelocaldns, found by e2e's clean-state check).
 	t.Cleanup(func() { stop() })
 	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
@@ -121,7 +122,7 @@ func (n *testNS) mustRun(t *testing.T, args ...string) string {
 func (n *testNS) dial(t *testing.T, network, address string) net.Conn {
 	t.Helper()
 	var c net.Conn
-	err := inNetns(n.handle, func() error {
+	err := netnsrun.Run(n.handle, func() error {
 		var err error
 		c, err = net.DialTimeout(network, address, 2*time.Second)
 		return err
@@ -137,7 +138,7 @@ func (n *testNS) dial(t *testing.T, network, address string) net.Conn {
 func (n *testNS) serveUDP(t *testing.T, address string, up *authServer) (stop func()) {
 	t.Helper()
 	var srv *dns.Server
-	if err := inNetns(n.handle, func() error {
+	if err := netnsrun.Run(n.handle, func() error {
 		pc, err := net.ListenPacket("udp", address)
 		srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
 		return err

@@ -1,4 +1,8 @@
-package conntrack
+// Package netnsrun runs a function inside a network namespace, for opening
+// sockets there (a socket keeps the namespace it was opened in). dnscache
+// and conntrack use it for their own namespace in tests and for a
+// configured namespace in production.
+package netnsrun
 
 import (
 	"fmt"
@@ -7,10 +11,9 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// inNetNS runs fn on a thread switched into ns, for opening sockets there (a
-// socket keeps the namespace it was opened in). With ns closed (the agent's
-// own namespace, the host's in the DaemonSet) fn runs as it is.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
+// Run runs fn on a thread switched into ns. With ns closed (the agent's own
+// namespace, the host's in the DaemonSet) fn runs as it is.
+func Run(ns netns.NsHandle, fn func() error) error {
 	if !ns.IsOpen() {
 		return fn()
 	}
