@@ -30,9 +30,29 @@
 #     queries; 20,000 QPS of misses for 10 s: SERVFAILs, connections the
 #     upstream accepted and the most open at once (ours: upstream.maxConns 4).
 #
-#   BENCH_ONLY="reload closing" runs only those rows (a shorter lock hold).
+#   CPU per answer: each server (ours, CoreDNS, unbound 1.17 with one thread,
+#     forward-zone and serve-expired) answers BENCH_CPU_QPS (20,000) QPS of
+#     hits over 100 cached names for BENCH_SECONDS; its utime+stime from
+#     /proc/PID/stat divided by the answers dnsperf received.
+#   pod lookups: hack/podclient looks names up as glibc does from a pod
+#     (search <ns>.svc.cluster.local svc.cluster.local cluster.local
+#     us-east-1.compute.internal, ndots:5, A+AAAA together) through each
+#     server (CoreDNS with node-local-dns's Corefile, unbound with a
+#     forward-zone per zone). The upstream is a CoreDNS on 127.0.0.4 standing in
+#     for kube-dns (cluster.local from the file plugin: SOA, a kubernetes
+#     Service, NXDOMAIN for every other name) and the VPC resolver
+#     (us-east-1.compute.internal from a file zone, every other A name from the
+#     template plugin, AAAA NODATA with a SOA); it logs every query, and the
+#     log's lines are the queries that left the node. One first lookup of
+#     s3.us-east-1.amazonaws.com, then 100 different bucket names under it;
+#     the client's time per lookup (upstream on loopback: each query that leaves
+#     a real node costs a network round trip more).
 #
-# Needs root, dnsperf, taskset, coredns (run hack/prereqs.sh first).
+#   BENCH_ONLY="reload closing" runs only those rows (a shorter lock hold);
+#   the groups are main (throughput, latency, flood, RSS, restart), cpu, pod,
+#   reload, closing.
+#
+# Needs root, dnsperf, taskset, coredns, unbound (run hack/prereqs.sh first).
 #   BENCH_ROUNDS   rounds per measurement (default 3)
 #   BENCH_SECONDS  seconds per throughput round (default 8)
 #   BENCH_LONG=1   shorthand for BENCH_ROUNDS=7 BENCH_SECONDS=20
@@ -58,6 +78,8 @@ for b in dnsperf taskset ip nft; do
 	command -v "$b" >/dev/null || { echo "bench: $b missing: run dnscache/hack/prereqs.sh" >&2; exit 1; }
 done
 [[ -x ${coredns} ]] || { echo "bench: ${coredns} missing: run dnscache/hack/prereqs.sh" >&2; exit 1; }
+unbound=${UNBOUND:-$(command -v unbound || echo /usr/sbin/unbound)}
+[[ -x ${unbound} ]] || { echo "bench: unbound missing: run dnscache/hack/prereqs.sh" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || { echo "bench: needs root (network namespace)" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -73,7 +95,7 @@ trap cleanup EXIT
 
 echo "bench: building" >&2
 (cd "${repo}" && go build -o "${work}/dnscached" ./dnscache/cmd/dnscached && go build -o "${work}/upstream" ./dnscache/hack/benchupstream &&
-	go build -o "${work}/nodeagent" ./cmd/nodeagent)
+	go build -o "${work}/nodeagent" ./cmd/nodeagent && go build -o "${work}/podclient" ./dnscache/hack/podclient)
 only=${BENCH_ONLY:-}
 want() { [[ -z ${only} || " ${only} " == *" $1 "* ]]; }
 
@@ -321,6 +343,174 @@ done
 
 fi
 
+# unbound, the C reference: one thread, forwarding, serve-expired.
+write_unbound_conf() { # $1 file $2 address, rest: "zone addr@port tcp|udp" forward zones
+	local f=$1 a=$2
+	shift 2
+	cat >"$f" <<CONF
+server:
+    num-threads: 1
+    interface: $a@53
+    so-reuseport: yes
+    do-not-query-localhost: no
+    access-control: 127.0.0.0/8 allow
+    serve-expired: yes
+    module-config: "iterator"
+    chroot: ""
+    username: ""
+    directory: "${work}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+CONF
+	local z
+	for z in "$@"; do
+		read -r name addr proto <<<"$z"
+		printf 'forward-zone:\n    name: "%s"\n    forward-addr: %s\n    forward-tcp-upstream: %s\n' \
+			"${name}" "${addr}" "$([[ ${proto} == tcp ]] && echo yes || echo no)" >>"$f"
+	done
+}
+start_unbound() { # $1 address, rest: forward zones (see write_unbound_conf) -> pid
+	local cf="${work}/unbound-$1-$RANDOM.conf" a=$1
+	shift
+	write_unbound_conf "${cf}" "${a}" "$@"
+	nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${unbound}" -d -c "${cf}" >>"${work}/unbound.log" 2>&1 &
+	echo $!
+}
+unb=127.0.0.12
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk_tck=$(getconf CLK_TCK)
+
+# CPU per answer at a fixed rate of cache hits (see the header).
+cpu_qps=${BENCH_CPU_QPS:-20000}
+if want cpu; then
+	p_ours=$(start_ours "${ours}" false)
+	p_core=$(start_coredns "${theirs}")
+	p_unb=$(start_unbound "${unb}" ". ${upstream}@53 tcp")
+	pids+=("${p_ours}" "${p_core}" "${p_unb}")
+	for s in "${ours}" "${theirs}" "${unb}"; do wait_dns "$s"; done
+	cpufile=$(names cpu 100)
+	for r in $(seq "${rounds}"); do
+		order=("ours:${ours}:${p_ours}" "coredns:${theirs}:${p_core}" "unbound:${unb}:${p_unb}")
+		((r % 3 == 2)) && order=("unbound:${unb}:${p_unb}" "ours:${ours}:${p_ours}" "coredns:${theirs}:${p_core}")
+		((r % 3 == 0)) && order=("coredns:${theirs}:${p_core}" "unbound:${unb}:${p_unb}" "ours:${ours}:${p_ours}")
+		for kv in "${order[@]}"; do
+			IFS=: read -r who s pid <<<"${kv}"
+			perf "$s" -d "${cpufile}" -n 1 >/dev/null
+			t0=$(ticks "${pid}")
+			perf "$s" -d "${cpufile}" -l "${secs}" -c 8 -Q "${cpu_qps}" >"${work}/cpu.out"
+			t1=$(ticks "${pid}")
+			done_q=$(awk '/Queries completed/ {print $3}' "${work}/cpu.out")
+			add "cpu_${who}" "$(awk -v t=$((t1 - t0)) -v hz="${clk_tck}" -v n="${done_q}" 'BEGIN { if (n == 0) print "nan"; else printf "%.2f", t / hz * 1e6 / n }')"
+			add "cpuqps_${who}" "$(qps_of <"${work}/cpu.out" | awk '{printf "%.0f", $1}')"
+		done
+		echo "bench: cpu round ${r}: us per answer ours $(echo "${res[cpu_ours]}" | awk '{print $NF}') coredns $(echo "${res[cpu_coredns]}" | awk '{print $NF}') unbound $(echo "${res[cpu_unbound]}" | awk '{print $NF}'); load $(cut -d' ' -f1 /proc/loadavg)" >&2
+	done
+	gone "${p_ours}"
+	gone "${p_core}"
+	gone "${p_unb}"
+fi
+
+# Lookups from a pod-like client (see the header).
+if want pod; then
+	kdns=127.0.0.4
+	soa() { echo "$1. 30 IN SOA ns.dns.$1. hostmaster.$1. 1 7200 1800 86400 30"; }
+	{ soa cluster.local; echo "kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1"; } >"${work}/db.cluster.local"
+	{ soa us-east-1.compute.internal; echo "ip-10-0-0-1.us-east-1.compute.internal. 60 IN A 10.0.0.1"; } >"${work}/db.compute.internal"
+	cat >"${work}/Corefile-kdns" <<COREFILE
+cluster.local:53 {
+    bind ${kdns}
+    file ${work}/db.cluster.local
+    log
+}
+us-east-1.compute.internal:53 {
+    bind ${kdns}
+    file ${work}/db.compute.internal
+    log
+}
+.:53 {
+    bind ${kdns}
+    template IN A {
+        answer "{{ .Name }} 60 IN A 192.0.2.10"
+    }
+    template IN AAAA {
+        authority "amazonaws.com. 60 IN SOA ns.amazonaws.com. hostmaster.amazonaws.com. 1 7200 900 1209600 60"
+    }
+    log
+}
+COREFILE
+	nsenter --net="/run/netns/${ns}" taskset -c "${gen_cpu}" "${coredns}" -conf "${work}/Corefile-kdns" >"${work}/kdns.log" 2>&1 &
+	pids+=($!)
+	# node-local-dns's Corefile (kubernetes cluster/addons/dns/nodelocaldns),
+	# its kube-dns-upstream and resolv.conf both the upstream above.
+	nodelocal_corefile() { # $1 file $2 address
+		local z
+		: >"$1"
+		for z in cluster.local in-addr.arpa ip6.arpa; do
+			cat >>"$1" <<COREFILE
+${z}:53 {
+    errors
+    cache $([[ $z == cluster.local ]] && printf '{\n        success 9984 30\n        denial 9984 5\n    }' || echo 30)
+    bind $2
+    forward . ${kdns}:53 {
+        force_tcp
+    }
+}
+COREFILE
+		done
+		printf '.:53 {\n    errors\n    cache 30\n    bind %s\n    forward . %s:53\n}\n' "$2" "${kdns}" >>"$1"
+	}
+	pod_ours() {
+		local cfg="${work}/ours-pod.yaml"
+		cat >"${cfg}" <<YAML
+manageInterface: false
+addresses: ["${ours}"]
+firewall: {mode: none}
+clusterDNS: {addresses: ["${kdns}:53"], service: "", protocol: tcp}
+node: {addresses: ["${kdns}:53"], protocol: udp}
+YAML
+		nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${work}/dnscached" -config "${cfg}" >>"${work}/ours.log" 2>&1 &
+		echo $!
+	}
+	pod_coredns() {
+		nodelocal_corefile "${work}/Corefile-pod" "${theirs}"
+		nsenter --net="/run/netns/${ns}" taskset -c "${srv_cpu}" "${coredns}" -conf "${work}/Corefile-pod" -quiet >>"${work}/coredns.log" 2>&1 &
+		echo $!
+	}
+	pod_unbound() {
+		start_unbound "${unb}" "cluster.local ${kdns}@53 tcp" "in-addr.arpa ${kdns}@53 tcp" "ip6.arpa ${kdns}@53 tcp" ". ${kdns}@53 udp"
+	}
+	left() { # queries the upstream logged so far, once it stopped logging
+		local n m
+		n=$(grep -c '"' "${work}/kdns.log" || true)
+		while sleep 0.2; m=$(grep -c '"' "${work}/kdns.log" || true); [[ $m != "$n" ]]; do n=$m; done
+		echo "$n"
+	}
+	podc() { nsx taskset -c "${gen_cpu}" "${work}/podclient" -server "$1:53" -search "default.svc.cluster.local svc.cluster.local cluster.local us-east-1.compute.internal" "${@:2}"; }
+	buckets=$(for i in $(seq 100); do printf 'bucket-%d.s3.us-east-1.amazonaws.com ' "$i"; done)
+	for r in $(seq "${rounds}"); do
+		for kv in "ours:${ours}" "coredns:${theirs}" "unbound:${unb}"; do
+			who=${kv%%:*}
+			s=${kv#*:}
+			pid=$("pod_${who}")
+			pids+=("${pid}")
+			until nsx dig +time=1 +tries=1 +short "@$s" kubernetes.default.svc.cluster.local A 2>/dev/null | grep -q 10.96.0.1; do sleep 0.1; done
+			n0=$(left)
+			read -r _ us _ _ < <(podc "$s" s3.us-east-1.amazonaws.com)
+			n1=$(left)
+			podc "$s" ${buckets} >"${work}/pod.out"
+			n2=$(left)
+			add "pod_first_q_${who}" "$((n1 - n0))"
+			add "pod_first_us_${who}" "${us}"
+			add "pod_next_q_${who}" "$((n2 - n1))"
+			add "pod_next_us_${who}" "$(awk '{print $2}' "${work}/pod.out" | median)"
+			gone "${pid}"
+		done
+		echo "bench: pod round ${r}: queries that left the node, first lookup and next 100: ours $(echo "${res[pod_first_q_ours]}" | awk '{print $NF}') $(echo "${res[pod_next_q_ours]}" | awk '{print $NF}') coredns $(echo "${res[pod_first_q_coredns]}" | awk '{print $NF}') $(echo "${res[pod_next_q_coredns]}" | awk '{print $NF}') unbound $(echo "${res[pod_first_q_unbound]}" | awk '{print $NF}') $(echo "${res[pod_next_q_unbound]}" | awk '{print $NF}')" >&2
+	done
+fi
+
 # Reload under load (see the header).
 reload_qps=${BENCH_RELOAD_QPS:-5000}
 reloadfile=$(names rl 2000)
@@ -408,6 +598,7 @@ fi
 
 m() { echo "${res[$1]:-}" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.3fx", a / b }'; }
+if want main || want reload || want closing; then
 echo
 echo "dnscache vs CoreDNS v1.11.3 (node-local-dns config): medians of ${rounds} alternating rounds, ${secs}s each;"
 echo "latency over all samples of ${lat_slices} alternating 1 s slices ($(m latn_ours) and $(m latn_coredns) answers)"
@@ -431,4 +622,21 @@ printf '%-34s %14s %14s %10s %s\n' "  lost % (${close_qps} QPS misses)" "$(m clo
 printf '%-34s %14s %14s %10s %s\n' "  answered QPS" "$(m close_qps_ours)" "$(m close_qps_coredns)" "" ""
 printf '%-34s %14s %14s %10s %s\n' "  TCP connections opened" "$(m close_opened_ours)" "$(m close_opened_coredns)" "" ""
 printf '%-34s %14s %14s %10s %s\n' "  most open at once" "$(m close_peak_ours)" "$(m close_peak_coredns)" "" "<= 4 (maxConns)"
+fi
+if want cpu || want pod; then
+	echo
+	echo "beside unbound $("${unbound}" -V | awk 'NR == 1 {print $2}') (one thread, forward-zone, serve-expired), medians of ${rounds} rounds"
+	printf '%-34s %14s %14s %14s %10s %s\n' "measure" "nodeagent" "coredns" "unbound" "ours/unb" "target"
+	row3() { printf '%-34s %14s %14s %14s %10s %s\n' "$1" "$(m "$2_ours")" "$(m "$2_coredns")" "$(m "$2_unbound")" "$(ratio "$(m "$2_ours")" "$(m "$2_unbound")")" "$3"; }
+	if want cpu; then
+		row3 "CPU us per answer (${cpu_qps} QPS hits)" cpu "<= 1.0x"
+		row3 "  answered QPS" cpuqps ""
+	fi
+	if want pod; then
+		row3 "pod lookup: queries leaving node" pod_first_q "<= 4 (node domain + name)"
+		row3 "  first lookup, client us" pod_first_us ""
+		row3 "  next 100 names: leaving node" pod_next_q "<= 400"
+		row3 "  next 100: median client us" pod_next_us ""
+	fi
+fi
 echo "all rounds: $(for k in "${!res[@]}"; do printf '%s=[%s] ' "$k" "${res[$k]# }"; done)"
