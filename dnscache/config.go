@@ -67,6 +67,8 @@ type Config struct {
 	Upstream   UpstreamConfig   `yaml:"upstream"`
 	// Zones are extra forwarding zones, matched before the cluster and node zones.
 	Zones []ZoneConfig `yaml:"zones"`
+	// LocalNXDOMAIN answers names that cannot exist on the node (localnx.go).
+	LocalNXDOMAIN LocalNXConfig `yaml:"localNXDOMAIN"`
 }
 
 // FirewallConfig selects how the conntrack-bypass and accept rules are made.
@@ -203,7 +205,8 @@ func DefaultConfig() *Config {
 			MaxConns:            4,
 			MaxConcurrent:       1000,
 		},
-		Zones: []ZoneConfig{},
+		Zones:         []ZoneConfig{},
+		LocalNXDOMAIN: LocalNXConfig{Schema: true, Domains: []string{}, Exempt: []string{}, RFC8020: true},
 	}
 }
 
@@ -360,6 +363,7 @@ func (c *Config) Validate() error {
 		validateUpstreams(&errs, p+".addresses", z.Addresses, served)
 		validateProto(&errs, p+".protocol", z.Protocol)
 	}
+	c.LocalNXDOMAIN.validate(&errs)
 	return errs.Err()
 }
 

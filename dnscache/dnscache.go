@@ -37,6 +37,7 @@ type Cache struct {
 	log   *slog.Logger
 	m     *metrics
 	st    *store
+	nx    *nxState // what the local NXDOMAIN rules learned; handed over with st
 	r     *router
 	addrs []netip.Addr
 
@@ -70,7 +71,7 @@ func New(cfg *Config, deps agent.Deps) (*Cache, error) {
 		zones = append(zones, z.Name)
 	}
 	c := &Cache{
-		cfg: cfg, deps: deps, log: log, st: newStore(cfg.Cache.MaxEntries, cfg.Cache.MaxBytes), r: newRouter(zones),
+		cfg: cfg, deps: deps, log: log, st: newStore(cfg.Cache.MaxEntries, cfg.Cache.MaxBytes), nx: newNXState(), r: newRouter(zones),
 		addrs: cfg.servedAddrs(), ns: netns.None(), serving: errNotReady,
 	}
 	// The store may be replaced by the one of the instance this one takes
@@ -169,6 +170,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	}
 
 	s := newServer(c.cfg, c.st, c.r, c.m, c.log)
+	s.lnx = newLocalNX(c.cfg, c.r, c.nx)
 	bgCtx, cancelBg := context.WithCancel(context.Background())
 	defer cancelBg()
 	s.bgCtx = bgCtx

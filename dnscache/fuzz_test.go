@@ -32,6 +32,8 @@ func FuzzRequest(f *testing.F) {
 	f.Add(seed(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }), false)
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1}, false)
 	f.Add([]byte{}, false)
+	f.Add(seed(func(m *dns.Msg) { m.Question[0].Name = "s3.us-east-1.amazonaws.com.svc.cluster.local." }), false)
+	f.Add(seed(func(m *dns.Msg) { m.Question[0].Name = "x.nx.example."; m.SetEdns0(512, false) }), false)
 
 	cfg := DefaultConfig()
 	st := newStore(1000, 1<<20)
@@ -41,6 +43,12 @@ func FuzzRequest(f *testing.F) {
 	}
 	r := newRouter([]string{"."}) // no upstreams: misses end in SERVFAIL at once
 	s := newServer(cfg, st, r, m, slog.New(slog.DiscardHandler))
+	// The cluster domain's SOA and an NXDOMAIN are known, so local NXDOMAIN
+	// answers (schema and RFC 8020) are rendered too.
+	s.lnx = newLocalNX(cfg, r, newNXState())
+	now := time.Now().UnixNano()
+	nxAt(s.lnx, "cluster.local.", "cluster.local.", time.Hour, now)
+	nxAt(s.lnx, "nx.example.", "example.", time.Hour, now)
 	// A cached answer, so hits are rendered too.
 	key := []byte("\x03www\x07example\x03com\x00\x00\x01\x00\x01\x00")
 	e, err := newEntry(key, answerFor("www.example.com.", 60), 60e9, true, 0, time.Now().UnixNano())

@@ -16,6 +16,7 @@ const (
 	labelRcode    = "rcode"
 	labelUpstream = "upstream"
 	labelReason   = "reason"
+	labelRule     = "rule"
 )
 
 // Setup error reasons.
@@ -55,6 +56,7 @@ type metrics struct {
 	setupErrors      *prometheus.CounterVec
 	reconciles       prometheus.Counter
 	tcpConns         prometheus.Gauge
+	localNX          *prometheus.CounterVec
 
 	// counters caches requests children per (zone, type, rcode) for cache entries.
 	counters sync.Map
@@ -113,9 +115,11 @@ func newMetrics(reg prometheus.Registerer, st func() *store) (*metrics, error) {
 			"Failures to ensure the interface, addresses, firewall rules, listeners or upstream discovery, by reason.")), []string{labelReason}),
 		reconciles: prometheus.NewCounter(prometheus.CounterOpts(opts("setup_reconciles_total", "Times the interface and rules were re-ensured."))),
 		tcpConns:   prometheus.NewGauge(prometheus.GaugeOpts(opts("tcp_connections", "Client TCP connections open (at most maxTCPConnections)."))),
+		localNX: prometheus.NewCounterVec(prometheus.CounterOpts(opts("local_nxdomain_total",
+			"NXDOMAIN answered on the node without asking an upstream, by rule (schema, rfc8020).")), []string{labelRule}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.dropped, m.hits, m.misses, m.stale, m.prefetches, m.coalesced,
-		m.evictions, m.entries, m.bytes, m.upstreamDuration, m.upstreamHealthy, m.setupErrors, m.reconciles, m.tcpConns} {
+		m.evictions, m.entries, m.bytes, m.upstreamDuration, m.upstreamHealthy, m.setupErrors, m.reconciles, m.tcpConns, m.localNX} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -125,6 +129,9 @@ func newMetrics(reg prometheus.Registerer, st func() *store) (*metrics, error) {
 	}
 	for _, r := range []string{dropMalformed, dropOverload} {
 		m.dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{ruleSchema, ruleRFC8020} {
+		m.localNX.WithLabelValues(r)
 	}
 	return m, nil
 }

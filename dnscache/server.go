@@ -21,6 +21,7 @@ type server struct {
 	log    *slog.Logger
 	policy ttlPolicy
 	sf     singleflight.Group
+	lnx    *localNX // local NXDOMAIN rules; nil when off
 
 	// bg tracks the fetches that outlive a stale answer (see do); bgCtx
 	// ends them.
@@ -65,6 +66,9 @@ func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byt
 	now := time.Now().UnixNano()
 	e := s.st.get(q.key, now)
 	if e == nil || now >= e.expire {
+		if resp := s.localNXDOMAIN(out, req, q, proto, now); resp != nil {
+			return resp, false, nil
+		}
 		return nil, true, e
 	}
 	if e.extended {
@@ -246,6 +250,9 @@ func (s *server) fetch(key []byte) (fetched, error) {
 		}
 	}
 	ttl, good := s.policy.lifetime(r)
+	if s.lnx != nil && err == nil {
+		s.lnx.observe(key, r, ttl, now)
+	}
 	e, err := newEntry(key, r, ttl, good, s.policy.stale, now)
 	if err != nil {
 		return fetched{}, err

@@ -25,7 +25,7 @@ func takeOver(next, prev *Cache) {
 		next.log.Info("config change alters answers; starting with an empty cache")
 		return
 	}
-	next.st = prev.st
+	next.st, next.nx = prev.st, prev.nx
 	next.log.Info("cache handed over", "entries", prev.st.entries.Load())
 }
 
