@@ -38,13 +38,18 @@ type DNSFlowsConfig struct {
 	// MaxTableEntries skips a pass when the table holds more entries: the
 	// kernel walks the whole table for each filtered dump.
 	MaxTableEntries int `yaml:"maxTableEntries"`
-	// Families are the address families counted (ipv4, ipv6): each costs
-	// two walks of the whole table (UDP, TCP), so an IPv4-only cluster
-	// halves a pass with [ipv4].
+	// Families are the address families counted (ipv4, ipv6), or [auto]:
+	// ipv4, and ipv6 when the node has a global IPv6 address. Each family
+	// costs one walk of the whole table per protocol.
 	Families []string `yaml:"families"`
-	// Protocols are the transports counted (udp, tcp), again two walks each
-	// with both families.
+	// Protocols are the transports counted (udp, tcp): one walk each per
+	// family. UDP is what a full table drops first; add tcp to count DNS
+	// over TCP (truncated answers, forwarders with force_tcp) too.
 	Protocols []string `yaml:"protocols"`
+	// ParallelWalks is how many of those walks run at once, each on its own
+	// socket and CPU. Each walk keeps its CPU from running anything else
+	// for most of its duration, so 1 (the default) is the gentle choice.
+	ParallelWalks int `yaml:"parallelWalks"`
 }
 
 // Transports counted.
@@ -57,6 +62,7 @@ const (
 const (
 	FamilyIPv4 = "ipv4"
 	FamilyIPv6 = "ipv6"
+	FamilyAuto = "auto" // ipv4, and ipv6 when the node has a global IPv6 address
 )
 
 // ENAConfig selects the interfaces whose allowance counters are read.
@@ -81,8 +87,9 @@ func DefaultConfig() *Config {
 			Timeout:         2 * time.Second,
 			Port:            53,
 			MaxTableEntries: 1_000_000,
-			Families:        []string{FamilyIPv4, FamilyIPv6},
-			Protocols:       []string{ProtoUDP, ProtoTCP},
+			Families:        []string{FamilyAuto},
+			Protocols:       []string{ProtoUDP},
+			ParallelWalks:   1,
 		},
 		ENA: ENAConfig{
 			Enabled: true,
@@ -117,8 +124,16 @@ func (c *Config) Validate() error {
 	if d.MaxTableEntries < 0 {
 		errs.Addf("dnsFlows.maxTableEntries", "must be >= 0 (0: no limit), got %d", d.MaxTableEntries)
 	}
-	validateSet(&errs, "dnsFlows.families", d.Families, FamilyIPv4, FamilyIPv6)
+	switch i := slices.Index(d.Families, FamilyAuto); {
+	case i >= 0 && len(d.Families) > 1:
+		errs.Addf(fmt.Sprintf("dnsFlows.families[%d]", i), "auto must be the only entry (ipv4, and ipv6 when the node has a global IPv6 address), got %v", d.Families)
+	case i < 0:
+		validateSet(&errs, "dnsFlows.families", d.Families, FamilyIPv4, FamilyIPv6)
+	}
 	validateSet(&errs, "dnsFlows.protocols", d.Protocols, ProtoUDP, ProtoTCP)
+	if d.ParallelWalks < 1 || d.ParallelWalks > 4 {
+		errs.Addf("dnsFlows.parallelWalks", "must be 1 to 4 (one per family and protocol), got %d", d.ParallelWalks)
+	}
 	if c.ENA.Enabled && len(c.ENA.Drivers) == 0 {
 		errs.Addf("ena.drivers", "must list at least one driver (ENA's is \"ena\") when ena.enabled")
 	}

@@ -4,9 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/netlink"
+	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -48,8 +51,10 @@ type dnsCount struct {
 // dnsFilterRequest builds the ctnetlink dump request for the entries whose
 // original tuple is proto (IPPROTO_UDP, IPPROTO_TCP) to port, of one family:
 // CTA_TUPLE_ORIG holds the values, CTA_FILTER the flags saying which of
-// them to compare. The kernel only accepts tuple filters for a family
-// (AF_INET or AF_INET6), so a full count takes four dumps.
+// them to compare. The kernel only accepts tuple filters for one family
+// (AF_INET or AF_INET6; AF_UNSPEC is EOPNOTSUPP) and compares ports only
+// with a protocol number (ctnetlink_parse_tuple_filter), so a full count
+// takes one dump per family and protocol.
 func dnsFilterRequest(family uint8, proto uint8, port uint16, seq uint32) ([]byte, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.Nested(ctaTupleOrig, func(t *netlink.AttributeEncoder) error {
@@ -81,27 +86,40 @@ func dnsFilterRequest(family uint8, proto uint8, port uint16, seq uint32) ([]byt
 	}.MarshalBinary()
 }
 
-// dnsCounter counts DNS entries with filtered dumps on a raw netlink socket,
-// streaming the answer through one reused buffer: mdlayher/netlink's
-// Conn.Receive gathers a whole multi-part dump in memory, which is what a
-// bounded pass must not do. Memory is the buffer, whatever the table holds.
+// dnsCounter counts DNS entries with filtered dumps on raw netlink sockets,
+// streaming each answer through one reused buffer per socket:
+// mdlayher/netlink's Conn.Receive gathers a whole multi-part dump in memory,
+// which is what a bounded pass must not do. Memory is the buffers, whatever
+// the table holds.
 type dnsCounter struct {
-	ns       netns.NsHandle
-	port     uint16
+	ns   netns.NsHandle
+	port uint16
+	// families are the families always walked; with autoIPv6, AF_INET6 is
+	// added for a pass when the namespace has a global IPv6 address.
 	families []uint8
+	autoIPv6 bool
 	protos   []uint8
-	buf      []byte
-	seq      uint32
-	// took holds each dump's duration of the last pass (family/proto order).
-	took []time.Duration
+	// parallel is how many walks run at once, each on its own socket.
+	parallel int
+	bufs     [][]byte
+	// walks and took are the last pass's walks and each one's duration.
+	walks []walk
+	took  []time.Duration
 }
 
+// walk is one filtered dump: one family and protocol.
+type walk struct{ family, proto uint8 }
+
 func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
-	d := &dnsCounter{ns: ns, port: uint16(cfg.Port), buf: make([]byte, 64<<10)}
+	d := &dnsCounter{ns: ns, port: uint16(cfg.Port), parallel: cfg.ParallelWalks}
 	for _, f := range cfg.Families {
-		if f == FamilyIPv6 {
+		switch f {
+		case FamilyIPv6:
 			d.families = append(d.families, unix.AF_INET6)
-		} else {
+		case FamilyAuto:
+			d.families = append(d.families, unix.AF_INET)
+			d.autoIPv6 = true
+		default:
 			d.families = append(d.families, unix.AF_INET)
 		}
 	}
@@ -115,46 +133,126 @@ func newDNSCounter(ns netns.NsHandle, cfg DNSFlowsConfig) *dnsCounter {
 	return d
 }
 
-// count runs one dump per family and protocol, one after the other (each
-// walks the whole table on one CPU), and returns the counts by protocol. It
-// gives up at deadline.
-func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
-	var fd int
-	err = netnsrun.Run(d.ns, func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+// passWalks lists the walks of one pass. With families [auto] IPv6 is
+// walked only when the namespace has a global (or unique local) IPv6
+// address: without one no IPv6 DNS flow can reach or leave it, and two of
+// the four walks of the whole table are saved.
+func (d *dnsCounter) passWalks() ([]walk, error) {
+	fams := d.families
+	if d.autoIPv6 {
+		v6, err := hasGlobalIPv6(d.ns)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	})
+		if v6 {
+			fams = []uint8{unix.AF_INET, unix.AF_INET6}
+		}
+	}
+	var ws []walk
+	for _, f := range fams {
+		for _, p := range d.protos {
+			ws = append(ws, walk{f, p})
+		}
+	}
+	return ws, nil
+}
+
+// hasGlobalIPv6 reports whether ns has an IPv6 address that is neither
+// loopback nor link-local (one RTM_GETADDR dump).
+func hasGlobalIPv6(ns netns.NsHandle) (bool, error) {
+	h, err := vnl.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
-		if fd > 0 {
+		return false, fmt.Errorf("list IPv6 addresses: %w", err)
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, vnl.FAMILY_V6)
+	if err != nil {
+		return false, fmt.Errorf("list IPv6 addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.IP.IsGlobalUnicast() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// count runs one filtered dump per family and protocol and returns the
+// counts by protocol. Each dump walks the whole table in the kernel; up to
+// parallel of them run at once, each on its own socket (and so on its own
+// CPU). It gives up at deadline.
+func (d *dnsCounter) count(deadline time.Time) (udp, tcp dnsCount, err error) {
+	ws, err := d.passWalks()
+	if err != nil {
+		return udp, tcp, err
+	}
+	workers := max(1, min(d.parallel, len(ws)))
+	fds := make([]int, 0, workers)
+	defer func() {
+		for _, fd := range fds {
 			unix.Close(fd)
 		}
+	}()
+	err = netnsrun.Run(d.ns, func() error {
+		for range workers {
+			fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return udp, tcp, fmt.Errorf("ctnetlink socket: %w", err)
 	}
-	defer unix.Close(fd)
-	d.took = d.took[:0]
-	for _, family := range d.families {
-		for _, proto := range d.protos {
-			out := &udp
-			if proto == unix.IPPROTO_TCP {
-				out = &tcp
+	for len(d.bufs) < workers {
+		d.bufs = append(d.bufs, make([]byte, 64<<10))
+	}
+	counts := make([]dnsCount, len(ws))
+	errs := make([]error, len(ws))
+	d.walks, d.took = ws, make([]time.Duration, len(ws))
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(ws) {
+					return
+				}
+				start := time.Now()
+				errs[i] = d.dump(fds[w], d.bufs[w], uint32(i+1), ws[i], &counts[i], deadline)
+				d.took[i] = time.Since(start)
+				if errs[i] != nil {
+					next.Store(int32(len(ws))) // the pass has failed: start no more walks
+					return
+				}
 			}
-			start := time.Now()
-			if err := d.dump(fd, family, proto, out, deadline); err != nil {
-				return udp, tcp, err
-			}
-			d.took = append(d.took, time.Since(start))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return udp, tcp, err
+	}
+	for i, w := range ws {
+		out := &udp
+		if w.proto == unix.IPPROTO_TCP {
+			out = &tcp
 		}
+		out.flows += counts[i].flows
+		out.unreplied += counts[i].unreplied
 	}
 	return udp, tcp, nil
 }
 
-func (d *dnsCounter) dump(fd int, family, proto uint8, out *dnsCount, deadline time.Time) error {
-	d.seq++
-	req, err := dnsFilterRequest(family, proto, d.port, d.seq)
+func (d *dnsCounter) dump(fd int, buf []byte, seq uint32, w walk, out *dnsCount, deadline time.Time) error {
+	req, err := dnsFilterRequest(w.family, w.proto, d.port, seq)
 	if err != nil {
 		return err
 	}
@@ -170,7 +268,7 @@ func (d *dnsCounter) dump(fd int, family, proto uint8, out *dnsCount, deadline t
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return err
 		}
-		n, _, flags, _, err := unix.Recvmsg(fd, d.buf, nil, 0)
+		n, _, flags, _, err := unix.Recvmsg(fd, buf, nil, 0)
 		switch {
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR) && time.Now().After(deadline):
 			return errPassTimeout
@@ -181,7 +279,7 @@ func (d *dnsCounter) dump(fd int, family, proto uint8, out *dnsCount, deadline t
 		case flags&unix.MSG_TRUNC != 0:
 			return errors.New("receive dump: message larger than the buffer")
 		}
-		done, err := d.tally(d.buf[:n], proto, out)
+		done, err := d.tally(buf[:n], w.proto, out)
 		if err != nil || done {
 			return err
 		}

@@ -153,6 +153,7 @@ func TestRootEntriesAndDNSFlows(t *testing.T) {
 
 	cfg := DefaultConfig()
 	cfg.ENA.Enabled = false
+	cfg.DNSFlows.Protocols = []string{ProtoUDP, ProtoTCP}
 	c, reg := startIn(t, ns, cfg)
 
 	// 10 answered UDP queries, 4 to an address where nobody answers, 5 UDP
@@ -414,7 +415,8 @@ func TestRootRun(t *testing.T) {
 }
 
 // TestRootIPv6DNSFlows: the IPv6 dumps count IPv6 entries, and only those
-// with dnsFlows.families [ipv6].
+// with dnsFlows.families [ipv6]; [auto] walks IPv6 once the namespace has a
+// global address; walks in parallel count the same.
 func TestRootIPv6DNSFlows(t *testing.T) {
 	needRoot(t)
 	if _, err := exec.LookPath("ip6tables"); err != nil {
@@ -429,17 +431,27 @@ func TestRootIPv6DNSFlows(t *testing.T) {
 	if err := ns.udpFlows(t, 2, "127.0.0.1:53"); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		families []string
-		want     float64
-	}{{[]string{FamilyIPv4, FamilyIPv6}, 7}, {[]string{FamilyIPv6}, 5}, {[]string{FamilyIPv4}, 2}} {
+	check := func(families []string, parallel int, want float64) {
+		t.Helper()
 		cfg := DefaultConfig()
 		cfg.ENA.Enabled = false
-		cfg.DNSFlows.Families = tc.families
+		cfg.DNSFlows.Families = families
+		cfg.DNSFlows.ParallelWalks = parallel
 		c, reg := startIn(t, ns, cfg)
 		c.countDNS()
-		if got := scrape(t, reg)[`nodeagent_conntrack_dns_flows{proto="udp"}`]; got != tc.want {
-			t.Errorf("families %v: dns_flows udp = %v, want %v", tc.families, got, tc.want)
+		if got := scrape(t, reg)[`nodeagent_conntrack_dns_flows{proto="udp"}`]; got != want {
+			t.Errorf("families %v, parallelWalks %d: dns_flows udp = %v, want %v", families, parallel, got, want)
 		}
 	}
+	for _, parallel := range []int{1, 4} {
+		check([]string{FamilyIPv4, FamilyIPv6}, parallel, 7)
+		check([]string{FamilyIPv6}, parallel, 5)
+		check([]string{FamilyIPv4}, parallel, 2)
+	}
+	// auto: only ::1 and link-local addresses here, so IPv6 is not walked;
+	// with a unique local address it is.
+	check([]string{FamilyAuto}, 1, 2)
+	ns.mustRun(t, "ip", "-6", "addr", "add", "fd00:77::1/64", "dev", "lo", "nodad")
+	check([]string{FamilyAuto}, 1, 7)
+	check([]string{FamilyAuto}, 4, 7)
 }
