@@ -30,7 +30,7 @@ var dnscacheAlone = privileges{
 	HostPaths: append(slices.Clone(agentHostPaths),
 		"/etc/resolv.conf (File) -> /host/etc/resolv.conf ro",
 		"/run/systemd/resolve (DirectoryOrCreate) -> /host/run/systemd/resolve ro"),
-	Rules: []rbacRule{{"", "services", "get", "kube-dns-upstream"}},
+	Rules: []rbacRule{{"", "services", "list,watch", "kube-dns-upstream"}},
 }
 
 // TestPrivilegesPerFeature renders the chart with each feature enabled alone
@@ -148,7 +148,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/resolv.conf (File) -> /host/run/resolv.conf ro",
 				"/run/systemd/resolve (DirectoryOrCreate) -> /host/run/systemd/resolve ro"),
-			Rules: []rbacRule{{"", "services", "get", "coredns"}},
+			Rules: []rbacRule{{"", "services", "list,watch", "coredns"}},
 		}},
 		{"dnscache disabled but kept for its teardown", []string{"--set", "keepPrivileges={dnscache}"}, dnscacheAlone},
 	} {

@@ -17,8 +17,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/nodeagent/nodeagent/agent"
+	"github.com/nodeagent/nodeagent/agent/kube"
 	"github.com/nodeagent/nodeagent/agent/netnsrun"
 )
 
@@ -44,6 +46,10 @@ type Cache struct {
 	// ns is the network namespace to work in; tests set it, the agent
 	// works in its own (the host's) namespace.
 	ns netns.NsHandle
+
+	// svc watches clusterDNS.service while Run runs (nil: the cluster DNS
+	// comes from clusterDNS.addresses, or there is no cluster).
+	svc *kube.Watch[*corev1.Service]
 
 	mu      sync.Mutex
 	serving error // nil while serving on every address
@@ -143,6 +149,7 @@ func (c *Cache) missingUpstreams() error {
 func (c *Cache) Run(ctx context.Context) error {
 	c.setServing(errNotReady)
 	defer c.setServing(errStopped)
+	defer c.watchService(ctx)()
 
 	if err := c.ensure(ctx); err != nil {
 		var se *setupError
@@ -377,6 +384,8 @@ func (c *Cache) reconcileLoop(ctx context.Context) {
 		watch.Go(func() { c.watchLinks(ctx, changes) })
 	}
 	defer watch.Wait()
+	svcChanged, unsubscribe := c.serviceChanges()
+	defer unsubscribe()
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
@@ -388,6 +397,11 @@ func (c *Cache) reconcileLoop(ctx context.Context) {
 			if err := c.updateUpstreams(ctx); err != nil {
 				c.log.Warn("upstream refresh failed; keeping the previous list", "err", err)
 			}
+		case <-svcChanged:
+			if err := c.updateUpstreams(ctx); err != nil {
+				c.log.Warn("cluster DNS Service changed; upstream refresh failed, keeping the previous list", "err", err)
+			}
+			continue
 		case <-changes:
 		}
 		c.ensure(ctx) // errors are counted and logged
@@ -496,7 +510,7 @@ func (c *Cache) healthLoop(ctx context.Context) {
 // others are still updated. Failures are counted and returned.
 func (c *Cache) updateUpstreams(ctx context.Context) error {
 	var errs []error
-	if cluster, err := c.clusterUpstreams(ctx); err != nil {
+	if cluster, err := c.clusterUpstreams(); err != nil {
 		c.m.setupErrors.WithLabelValues(reasonService).Inc()
 		errs = append(errs, fmt.Errorf("dnscache: cluster DNS: %w", err))
 	} else {
@@ -521,47 +535,6 @@ func (c *Cache) updateUpstreams(ctx context.Context) error {
 	c.upErr = err
 	c.mu.Unlock()
 	return err
-}
-
-func (c *Cache) clusterUpstreams(ctx context.Context) ([]netip.AddrPort, error) {
-	if len(c.cfg.ClusterDNS.Addresses) > 0 {
-		return mustUpstreams(c.cfg.ClusterDNS.Addresses), nil
-	}
-	if c.deps.Kube == nil {
-		return nil, fmt.Errorf("clusterDNS.service %q needs a Kubernetes client; set clusterDNS.addresses", c.cfg.ClusterDNS.Service)
-	}
-	ns, name, _ := strings.Cut(c.cfg.ClusterDNS.Service, "/")
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	svc, err := c.deps.Kube.Service(ctx, ns, name)
-	if err != nil {
-		return nil, err
-	}
-	port := 53
-	for _, p := range svc.Spec.Ports {
-		if strings.EqualFold(string(p.Protocol), c.cfg.ClusterDNS.Protocol) && (p.Port == 53 || strings.HasPrefix(p.Name, "dns")) {
-			port = int(p.Port)
-			break
-		}
-	}
-	var out []netip.AddrPort
-	for _, ipStr := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
-		ip, err := netip.ParseAddr(ipStr)
-		if err != nil {
-			continue
-		}
-		ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		if containsAddr(c.addrs, ap.Addr()) && port == c.cfg.Port {
-			return nil, fmt.Errorf("service %s has the cache's own address %s (a forwarding loop)", c.cfg.ClusterDNS.Service, ap)
-		}
-		if !slices.Contains(out, ap) {
-			out = append(out, ap)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("service %s has no ClusterIP", c.cfg.ClusterDNS.Service)
-	}
-	return out, nil
 }
 
 func mustUpstreams(list []string) []netip.AddrPort {

@@ -2,17 +2,13 @@ package dnscache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,12 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/config"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
 	"github.com/nodeagent/nodeagent/agent/kube"
+	"github.com/nodeagent/nodeagent/agent/kube/kubetest"
 )
 
 func TestValidate(t *testing.T) {
@@ -311,35 +307,28 @@ func TestTTLPolicy(t *testing.T) {
 }
 
 // serviceAPI is a Kubernetes API stand-in serving the cluster DNS Service
-// (ClusterIP 127.0.0.1, up's port) once the returned switch is on; until
-// then every request fails.
-func serviceAPI(t *testing.T, up *authServer) (*kube.Client, *atomic.Bool) {
+// (ClusterIP 127.0.0.1, up's port) once api.Down(false); until then every
+// request fails.
+func serviceAPI(t *testing.T, up *authServer) (_ *kube.Client, api *kubetest.Server) {
 	t.Helper()
 	upPort, err := strconv.Atoi(up.addr[strings.LastIndex(up.addr, ":")+1:])
 	if err != nil {
 		t.Fatal(err)
 	}
-	var apiUp atomic.Bool
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !apiUp.Load() {
-			http.Error(w, "down", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(&corev1.Service{
-			TypeMeta: metav1.TypeMeta{Kind: "Service", APIVersion: "v1"},
-			Spec: corev1.ServiceSpec{ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{
-				{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: int32(upPort)},
-				{Name: "dns", Protocol: corev1.ProtocolUDP, Port: int32(upPort)},
-			}},
-		})
-	}))
-	t.Cleanup(api.Close)
-	kc, err := kube.New(&rest.Config{Host: api.URL}, "node", slog.New(slog.DiscardHandler))
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-upstream"},
+		Spec: corev1.ServiceSpec{ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{
+			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: int32(upPort)},
+			{Name: "dns", Protocol: corev1.ProtocolUDP, Port: int32(upPort)},
+		}},
+	}
+	api = kubetest.New(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node"}}, svc)
+	api.Down(true)
+	kc, err := kube.New(api.Config, "node", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kc, &apiUp
+	return kc, api
 }
 
 // TestRunServesWithoutUpstreams: when the cluster DNS Service cannot be read
@@ -349,7 +338,7 @@ func serviceAPI(t *testing.T, up *authServer) (*kube.Client, *atomic.Bool) {
 func TestRunServesWithoutUpstreams(t *testing.T) {
 	t.Parallel()
 	up := newAuthServer(t)
-	kc, apiUp := serviceAPI(t, up)
+	kc, api := serviceAPI(t, up)
 	cfg := testConfig(t, up.addr)
 	cfg.ClusterDNS.Addresses = nil
 	cfg.ReconcileInterval = time.Second
@@ -368,15 +357,53 @@ func TestRunServesWithoutUpstreams(t *testing.T) {
 	if v := testutil.ToFloat64(c.m.setupErrors.WithLabelValues(reasonService)); v < 1 {
 		t.Fatalf("setup errors (service) = %v, want >= 1", v)
 	}
-	apiUp.Store(true)
+	api.Down(false)
 	i := 0
-	eventually(t, 20*time.Second, "the cluster zone to get its upstream", func() bool {
+	eventually(t, 40*time.Second, "the cluster zone to get its upstream", func() bool {
 		i++
 		return ask(t, srv, "b"+strconv.Itoa(i)+".svc.cluster.local.", dns.TypeA).Rcode == dns.RcodeSuccess
 	})
 	if err := c.Ready(); err != nil {
 		t.Errorf("Ready() = %v once every zone has upstreams", err)
 	}
+}
+
+// TestServiceIsWatched: the cluster DNS Service is read once and watched,
+// not fetched on each reconcile, and a change to it (here its DNS port,
+// moving to another upstream) reaches the upstream list at once.
+func TestServiceIsWatched(t *testing.T) {
+	t.Parallel()
+	up, up2 := newAuthServer(t), newAuthServer(t)
+	kc, api := serviceAPI(t, up)
+	api.Down(false)
+	cfg := testConfig(t, up.addr)
+	cfg.ClusterDNS.Addresses = nil
+	cfg.ReconcileInterval = time.Second
+	c, _ := startCache(t, cfg, func(c *Cache) { c.deps.Kube = kc })
+	srv := addr(cfg)
+	eventually(t, 40*time.Second, "the cluster zone to get its upstream", func() bool { return c.Ready() == nil })
+	if r := ask(t, srv, "a.svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeSuccess || up.count("a.svc.cluster.local.") != 1 {
+		t.Fatalf("cluster name: %s, asked upstream %d times", dns.RcodeToString[r.Rcode], up.count("a.svc.cluster.local."))
+	}
+	before := api.Requests()
+	reconciles := testutil.ToFloat64(c.m.reconciles)
+	eventually(t, 40*time.Second, "three reconciles", func() bool { return testutil.ToFloat64(c.m.reconciles) >= reconciles+3 })
+	if after := api.Requests(); after["GET services"] != 0 || after["LIST services"] != before["LIST services"] || after["WATCH services"] != before["WATCH services"] {
+		t.Errorf("API requests after three reconciles: %v, before: %v; want none more", after, before)
+	}
+
+	port2, _ := strconv.Atoi(up2.addr[strings.LastIndex(up2.addr, ":")+1:])
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{
+		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: int32(port2)},
+		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: int32(port2)},
+	}}}
+	api.SetService("kube-system", "kube-dns-upstream", svc)
+	i := 0
+	eventually(t, 20*time.Second, "the Service's new port to be used", func() bool {
+		i++
+		name := "m" + strconv.Itoa(i) + ".svc.cluster.local."
+		return ask(t, srv, name, dns.TypeA).Rcode == dns.RcodeSuccess && up2.count(name) == 1
+	})
 }
 
 // TestJoinWaitsForUpstreams: a process starting while another one serves
@@ -389,7 +416,7 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			up := newAuthServer(t)
-			kc, apiUp := serviceAPI(t, up)
+			kc, api := serviceAPI(t, up)
 			oldCfg := testConfig(t, up.addr)
 			// The old process answers every query itself: on a loaded machine
 			// 300 ms is not enough for its upstream (a SERVFAIL at query 1826
@@ -428,8 +455,10 @@ func TestJoinWaitsForUpstreams(t *testing.T) {
 				t.Fatal("the new process serves without a cluster upstream while the old one serves")
 			}
 			if how == "service found" {
-				apiUp.Store(true)
-				eventually(t, 5*time.Second, "the new process to join", func() bool { return c.Ready() == nil })
+				api.Down(false)
+				// The Service watch retries with client-go's jittered backoff
+				// (0.8 s doubling), so the join comes within seconds, not at once.
+				eventually(t, 40*time.Second, "the new process to join", func() bool { return c.Ready() == nil })
 			} else {
 				stopOld()
 				eventually(t, 5*time.Second, "the new process to serve alone", func() bool { return c.servingErr() == nil })

@@ -105,6 +105,7 @@ func dnsConfig(upstreamAddr string, enabled bool) string {
 	return `dnscache:
   enabled: ` + strconv.FormatBool(enabled) + `
   interfaceType: bridge
+  reconcileInterval: 5s
   node:
     addresses: ["` + upstreamAddr + `"]
 `
@@ -167,12 +168,15 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	} else {
 		logPrivileges(t, p)
 	}
-	// dnscache's RBAC: the one Service it reads, no other.
+	// dnscache's RBAC: the one Service it watches, no other, and no GET.
 	sa := "--as=system:serviceaccount:" + agentNamespace + ":" + agentName
-	for q, want := range map[string]string{"services/kube-dns-upstream": "yes", "services/kube-dns": "no"} {
-		out, _ := c.Kubectl(ctx, "", "auth", "can-i", sa, "get", q, "-n", "kube-system")
+	for q, want := range map[[2]string]string{
+		{"watch", "services/kube-dns-upstream"}: "yes", {"list", "services/kube-dns-upstream"}: "yes",
+		{"watch", "services/kube-dns"}: "no", {"get", "services/kube-dns-upstream"}: "no",
+	} {
+		out, _ := c.Kubectl(ctx, "", "auth", "can-i", sa, q[0], q[1], "-n", "kube-system")
 		if got := lastLine(out); got != want {
-			t.Errorf("with dnscache on, can the agent get %s? %q, want %q", q, got, want)
+			t.Errorf("with dnscache on, can the agent %s %s? %q, want %q", q[0], q[1], got, want)
 		}
 	}
 	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -182,6 +186,7 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		log, _ := agentLog(c)
 		t.Fatalf("dnscache not ready: %v\n%s", err, lastBytes(log, 4000))
 	}
+	readyAt := time.Now()
 
 	bin := filepath.Join(t.TempDir(), "dnsquery")
 	if err := image.GoBuild(ctx, cluster.ModuleDir(), "./images/dnsquery", bin); err != nil {
@@ -241,6 +246,7 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		t.Errorf("nodeagent_dnscache_cache_hits_total = %v, want >= 1 (the second lookup)", hits)
 	}
 	_ = c.Client.CoreV1().Pods("default").Delete(ctx, "dnsquery", metav1.DeleteOptions{})
+	checkServiceWatched(t, c, readyAt)
 
 	testDNSRollingUpdate(ctx, t, c)
 
@@ -385,4 +391,26 @@ func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster)
 	if lost.Load() > 0 {
 		t.Errorf("%d of %d queries lost across the rolling update", lost.Load(), sent.Load())
 	}
+}
+
+// checkServiceWatched: while dnscache served (reconciling every 5 s), the
+// agent read the kube-dns-upstream Service through its one watch, never by
+// a GET per reconcile (API server audit log).
+func checkServiceWatched(t *testing.T, c *cluster.Cluster, from time.Time) {
+	t.Helper()
+	to := time.Now()
+	reqs, err := c.AuditRequests("system:serviceaccount:"+agentNamespace+":"+agentName, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svc []string
+	for _, r := range reqs {
+		if r.ObjectRef != nil && r.ObjectRef.Resource == "services" {
+			svc = append(svc, r.Verb+" "+r.RequestURI)
+			if r.Verb == "get" {
+				t.Errorf("dnscache read its Service with a GET: %s", r.RequestURI)
+			}
+		}
+	}
+	t.Logf("Service requests in the %s dnscache served: %d %v", to.Sub(from).Round(time.Second), len(svc), svc)
 }

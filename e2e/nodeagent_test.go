@@ -235,7 +235,7 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 			{"get", "secrets", "-A"}, {"list", "configmaps", "-A"}, {"delete", "nodes"}, {"delete", "pods", "-A"},
 			{"create", "pods", "-A"}, {"update", "nodes"}, {"create", "events", "-n", "default"},
 			// dnscache is off: not even its one Service.
-			{"get", "services/kube-dns-upstream", "-n", "kube-system"},
+			{"watch", "services/kube-dns-upstream", "-n", "kube-system"},
 		} {
 			out, _ := c.Kubectl(ctx, "", append([]string{"auth", "can-i", "--as=" + sa}, q...)...)
 			if a := lastLine(out); a != "no" {

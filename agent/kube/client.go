@@ -1,7 +1,8 @@
 // Package kube is the agent's view of the API server: its own Node (watched
 // once for every reader, see NodeWatch; remove a taint, set labels and
 // conditions, each written only when it changes), events.k8s.io/v1 Events on it
-// with client-side rate limits, and the few reads features need (a Service).
+// with client-side rate limits, and the few objects features need (a watched
+// Service, see Watch).
 //
 // It speaks to the API server with client-go's REST client and a scheme of
 // its own holding only core/v1 and events.k8s.io/v1. client-go's typed
@@ -154,7 +155,7 @@ func (c *Client) Start(ctx context.Context) {
 	c.stopWatch, c.watchDone = cancel, make(chan struct{})
 	go func() {
 		defer close(c.watchDone)
-		c.nodes.run(wctx)
+		c.nodes.Run(wctx)
 	}()
 	c.queue = make(chan *eventsv1.Event, eventQueue)
 	c.done = make(chan struct{})
@@ -264,11 +265,10 @@ func (c *Client) current(ctx context.Context) (*corev1.Node, error) {
 	return c.Node(ctx)
 }
 
-// Service reads a Service.
-func (c *Client) Service(ctx context.Context, namespace, name string) (*corev1.Service, error) {
-	svc := &corev1.Service{}
-	err := c.core.Get().Namespace(namespace).Resource("services").Name(name).Do(ctx).Into(svc)
-	return svc, err
+// ServiceWatch returns a Watch of the Service namespace/name; it runs while
+// its Run does.
+func (c *Client) ServiceWatch(namespace, name string) *Watch[*corev1.Service] {
+	return newWatch(c.core, "services", namespace, name, &corev1.Service{})
 }
 
 func (c *Client) patchNode(ctx context.Context, pt types.PatchType, patch []byte, subresource ...string) error {

@@ -113,15 +113,54 @@ func TestLabelAndCondition(t *testing.T) {
 	}
 }
 
-func TestServiceGet(t *testing.T) {
+// TestServiceWatch: a Service is read by one list and then watched: its
+// changes and its deletion arrive without another request, and a missing
+// one reads as nil once the first list is done.
+func TestServiceWatch(t *testing.T) {
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-upstream"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.11"}}
-	c := client(t, kubetest.New(t, node(), svc))
-	got, err := c.Service(context.Background(), "kube-system", "kube-dns-upstream")
-	if err != nil || got.Spec.ClusterIP != "10.96.0.11" {
-		t.Fatalf("Service = %+v, %v", got, err)
+	s := kubetest.New(t, node(), svc)
+	c := client(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := c.ServiceWatch("kube-system", "kube-dns-upstream")
+	go w.Run(ctx)
+	missing := c.ServiceWatch("kube-system", "nope")
+	go missing.Run(ctx)
+
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	got, err := w.Wait(wctx)
+	if err != nil || got == nil || got.Spec.ClusterIP != "10.96.0.11" {
+		t.Fatalf("Wait = %+v, %v", got, err)
 	}
-	if _, err := c.Service(context.Background(), "kube-system", "nope"); err == nil || !strings.Contains(err.Error(), "not found") {
-		t.Errorf("missing Service: err = %v", err)
+	if got, err := missing.Wait(wctx); err != nil || got != nil {
+		t.Errorf("missing Service: Wait = %+v, %v; want nil, nil", got, err)
+	}
+
+	before := s.Requests()
+	changed, unsubscribe := w.Subscribe()
+	defer unsubscribe()
+	<-changed // the Service already there
+	svc.Spec.ClusterIP = "10.96.0.12"
+	s.SetService("kube-system", "kube-dns-upstream", svc)
+	waitFor(t, changed, func() bool { o, _ := w.Get(); return o != nil && o.Spec.ClusterIP == "10.96.0.12" })
+	s.SetService("kube-system", "kube-dns-upstream", nil)
+	waitFor(t, changed, func() bool { o, synced := w.Get(); return synced && o == nil })
+	if r := s.Requests(); r["GET services"] != 0 || r["LIST services"] != before["LIST services"] || r["WATCH services"] != before["WATCH services"] {
+		t.Errorf("requests = %v after the changes, %v before: want the changes to arrive on the open watch, and no GET", r, before)
+	}
+}
+
+// waitFor waits on changed until ok, for at most 30 s.
+func waitFor(t *testing.T, changed <-chan struct{}, ok func() bool) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for !ok() {
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatal("timed out waiting for the watch")
+		}
 	}
 }
 

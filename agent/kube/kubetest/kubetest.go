@@ -1,7 +1,7 @@
 // Package kubetest is an in-process stand-in for the parts of the API server
 // that package kube uses: one Node (GET, LIST and WATCH with a field
 // selector, JSON/merge/strategic-merge PATCH of the object and its status,
-// with resourceVersion bumps), Services (GET) and events.k8s.io/v1 Events
+// with resourceVersion bumps), Services (GET, LIST and WATCH) and events.k8s.io/v1 Events
 // (POST, LIST). It counts the requests it serves, by verb and resource. Patches are applied with the same
 // libraries the API server uses. It is for fast unit tests; e2e/ runs the real
 // kube-apiserver.
@@ -40,10 +40,15 @@ type Server struct {
 	mu       sync.Mutex
 	node     *corev1.Node
 	services map[string]*corev1.Service // "ns/name"
-	events   []eventsv1.Event
-	requests map[string]int // "VERB resource", e.g. "WATCH nodes"
-	changed  chan struct{}  // closed and replaced on each node change
-	expired  int            // watches from a resourceVersion at or below it get 410 Gone
+	// svcVersion is the Services' resourceVersion; svcChanged is closed and
+	// replaced on each Service change.
+	svcVersion int
+	svcChanged chan struct{}
+	events     []eventsv1.Event
+	requests   map[string]int // "VERB resource", e.g. "WATCH nodes"
+	changed    chan struct{}  // closed and replaced on each node change
+	expired    int            // watches from a resourceVersion at or below it get 410 Gone
+	down       bool           // every request fails with 500 while set
 	// BeforePatch, if set, runs before each node patch is applied (e.g. to
 	// change the node concurrently).
 	BeforePatch func(*corev1.Node)
@@ -52,12 +57,12 @@ type Server struct {
 // New serves node (and services) until the test ends.
 func New(t *testing.T, node *corev1.Node, services ...*corev1.Service) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{node: node.DeepCopy(), services: map[string]*corev1.Service{}, requests: map[string]int{}, changed: make(chan struct{})}
+	s := &Server{node: node.DeepCopy(), services: map[string]*corev1.Service{}, requests: map[string]int{}, changed: make(chan struct{}), svcChanged: make(chan struct{})}
 	if s.node.ResourceVersion == "" {
 		s.node.ResourceVersion = "1"
 	}
 	for _, svc := range services {
-		s.services[svc.Namespace+"/"+svc.Name] = svc.DeepCopy()
+		s.SetService(svc.Namespace, svc.Name, svc)
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
@@ -86,7 +91,8 @@ func (s *Server) Events() []eventsv1.Event {
 
 // Requests returns how many requests were served, by "VERB resource":
 // "GET nodes", "LIST nodes", "WATCH nodes", "PATCH nodes", "PATCH
-// nodes/status", "GET services", "POST events".
+// nodes/status", "GET services", "LIST services", "WATCH services", "POST
+// events".
 func (s *Server) Requests() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,10 +132,29 @@ func (s *Server) count(verb, resource string) {
 	s.requests[verb+" "+resource]++
 }
 
+// Down makes every request fail with 500 Internal Server Error (down) or
+// be served again.
+func (s *Server) Down(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, "the API server is down")
+		return
+	}
 	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(p) == 3 && p[0] == "api" && p[2] == "nodes" && r.Method == http.MethodGet {
 		s.listOrWatch(w, r)
+		return
+	}
+	if len(p) == 5 && p[0] == "api" && p[2] == "namespaces" && p[4] == "services" && r.Method == http.MethodGet {
+		s.listOrWatchServices(w, r, p[3])
 		return
 	}
 	s.mu.Lock()
