@@ -77,7 +77,10 @@ func TestUpstreamDownIsReported(t *testing.T) {
 		t.Fatalf("Ready() = %v: a dead upstream after start-up must not gate", err)
 	}
 	up.set(func(a *authServer) { a.silent = false })
-	eventually(t, 10*time.Second, "the health check to bring the upstream back", func() bool { return len(c.Degraded()) == 0 })
+	// The upstream is marked up before its line is logged: wait for both.
+	eventually(t, 10*time.Second, "the health check to bring the upstream back", func() bool {
+		return len(c.Degraded()) == 0 && logs.count("upstream up again") > 0
+	})
 	if n := logs.count("upstream up again"); n != 1 {
 		t.Fatalf("%d 'upstream up again' lines, want 1", n)
 	}
