@@ -246,9 +246,8 @@ func testDNSThroughAgent(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		t.Errorf("nodeagent_dnscache_cache_hits_total = %v, want >= 1 (the second lookup)", hits)
 	}
 	_ = c.Client.CoreV1().Pods("default").Delete(ctx, "dnsquery", metav1.DeleteOptions{})
-	checkServiceWatched(t, c, readyAt)
-
 	testDNSRollingUpdate(ctx, t, c)
+	checkServiceWatched(t, c, readyAt)
 
 	// Disabling the feature tears its host state down. keepPrivileges keeps
 	// the privileges its teardown needs: the pod template stays the same and
@@ -393,9 +392,10 @@ func testDNSRollingUpdate(ctx context.Context, t *testing.T, c *cluster.Cluster)
 	}
 }
 
-// checkServiceWatched: while dnscache served (reconciling every 5 s), the
-// agent read the kube-dns-upstream Service through its one watch, never by
-// a GET per reconcile (API server audit log).
+// checkServiceWatched: while dnscache served (reconciling every 5 s, and
+// through a rolling update), the agent read the kube-dns-upstream Service
+// through a watch per process, never by a GET per reconcile (API server
+// audit log).
 func checkServiceWatched(t *testing.T, c *cluster.Cluster, from time.Time) {
 	t.Helper()
 	to := time.Now()
