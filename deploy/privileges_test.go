@@ -65,10 +65,17 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostNetwork: true,
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
+				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content"),
+		}},
+		{"imagewarm streaming blobs over gRPC", []string{"--set-string", "config=imagewarm:\n  enabled: true\n  blobWrite: grpc\n"}, privileges{
+			HostNetwork: true,
+			HostPaths: append(slices.Clone(agentHostPaths),
+				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
 				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro"),
 		}},
 		{"imagewarm with credential provider, Secret and two hosts dirs", []string{"--set-string", "config=imagewarm:\n  enabled: true\n" +
-			"  registryConfigPath: /etc/containerd/certs.d:/etc/docker/certs.d\n" +
+			"  registryConfigPath: /etc/containerd/certs.d:/etc/docker/certs.d\n  contentDir: /data/containerd/io.containerd.content.v1.content\n" +
 			"  credentials:\n    providerConfig: /etc/eks/image-credential-provider/config.json\n" +
 			"    providerBinDir: /etc/eks/image-credential-provider\n    secret: spark/registry-pull\n"}, privileges{
 			HostNetwork: true,
@@ -76,6 +83,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
 				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
 				"/etc/docker/certs.d (DirectoryOrCreate) -> /host/etc/docker/certs.d ro",
+				"/data/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/data/containerd/io.containerd.content.v1.content",
 				"/etc/eks/image-credential-provider/config.json (File) -> /host/etc/eks/image-credential-provider/config.json ro",
 				"/etc/eks/image-credential-provider (Directory) -> /host/etc/eks/image-credential-provider ro"),
 			Rules: []rbacRule{{"", "secrets", "get", "registry-pull"}},

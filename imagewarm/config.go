@@ -25,6 +25,14 @@ type Config struct {
 	// RegistryConfigPath is the hosts.toml directory below the host root
 	// ("" = the CRI's registry.config_path, else /etc/containerd/certs.d).
 	RegistryConfigPath string `yaml:"registryConfigPath"`
+	// BlobWrite is how fetched blobs reach containerd's content store:
+	// "direct" writes them into its directory (ContentDir) and registers
+	// them over gRPC, falling back to "grpc" (every byte streamed through
+	// containerd's content API) when containerd does not see them there.
+	BlobWrite string `yaml:"blobWrite"`
+	// ContentDir is containerd's local content store below the host root
+	// ("" = <the CRI's containerdRootDir>/io.containerd.content.v1.content).
+	ContentDir string `yaml:"contentDir"`
 	// MaxConcurrentImages bounds the images pulled at once.
 	MaxConcurrentImages int `yaml:"maxConcurrentImages"`
 	// MaxConcurrentDownloads bounds the blobs (layers) downloaded at once,
@@ -79,6 +87,12 @@ type ImageConfig struct {
 	Required bool `yaml:"required"`
 }
 
+// Values of blobWrite.
+const (
+	blobWriteDirect = "direct"
+	blobWriteGRPC   = "grpc"
+)
+
 // DefaultConfig is the feature disabled, with an empty list.
 func DefaultConfig() *Config {
 	return &Config{
@@ -87,6 +101,8 @@ func DefaultConfig() *Config {
 		Namespace:              "k8s.io",
 		Snapshotter:            "",
 		RegistryConfigPath:     "",
+		BlobWrite:              blobWriteDirect,
+		ContentDir:             "",
 		MaxConcurrentImages:    5,
 		MaxConcurrentDownloads: 12,
 		PullTimeout:            30 * time.Minute,
@@ -117,6 +133,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RegistryConfigPath != "" && !strings.HasPrefix(c.RegistryConfigPath, "/") {
 		errs.Addf("registryConfigPath", "must be an absolute path or empty, got %q", c.RegistryConfigPath)
+	}
+	if c.BlobWrite != blobWriteDirect && c.BlobWrite != blobWriteGRPC {
+		errs.Addf("blobWrite", "must be %q or %q, got %q", blobWriteDirect, blobWriteGRPC, c.BlobWrite)
+	}
+	if c.ContentDir != "" && !strings.HasPrefix(c.ContentDir, "/") {
+		errs.Addf("contentDir", "must be an absolute path or empty, got %q", c.ContentDir)
 	}
 	if c.MaxConcurrentImages < 1 {
 		errs.Addf("maxConcurrentImages", "must be >= 1, got %d", c.MaxConcurrentImages)

@@ -22,6 +22,8 @@ type criSettings struct {
 	DisableSnapshotAnnotations bool
 	// RegistryConfigPath is CRI's registry.config_path (hosts.toml dirs).
 	RegistryConfigPath string
+	// RootDir is containerd's root (the content store is below it).
+	RootDir string
 }
 
 // criConfigJSON is the part of the CRI plugin config the status shows.
@@ -40,6 +42,7 @@ type criConfigJSON struct {
 	Registry struct {
 		ConfigPath string `json:"configPath"`
 	} `json:"registry"`
+	ContainerdRootDir string `json:"containerdRootDir"`
 	// containerd 2.x image service settings, when shown.
 	Snapshotter                *string `json:"snapshotter"`
 	DiscardUnpackedLayers      *bool   `json:"discardUnpackedLayers"`
@@ -69,6 +72,7 @@ func parseCRIConfig(raw string) (criSettings, error) {
 		DiscardUnpackedLayers:      c.Containerd.DiscardUnpackedLayers,
 		DisableSnapshotAnnotations: c.Containerd.DisableSnapshotAnnotations,
 		RegistryConfigPath:         c.Registry.ConfigPath,
+		RootDir:                    c.ContainerdRootDir,
 	}
 	if c.Snapshotter != nil && *c.Snapshotter != "" {
 		s.Snapshotter = *c.Snapshotter

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type Warmer struct {
 	cri       criSettings
 	regDirs   []string
 	downloads *semaphore.Weighted
+	blobs     *contentDir // nil: blobs stream over gRPC
 	// slots bounds the images pulled at once; each slot has its own blob
 	// stream connection.
 	slots chan int
@@ -140,12 +142,13 @@ func (w *Warmer) Run(ctx context.Context) error {
 	w.cri = cri
 	c.useSnapshotter(cri.Snapshotter)
 	w.regDirs = w.registryDirs(cri)
+	w.blobs = w.contentDir(ctx, c, cri)
 	w.downloads = semaphore.NewWeighted(int64(w.cfg.MaxConcurrentDownloads))
 	w.slots = make(chan int, w.cfg.MaxConcurrentImages)
 	for i := range w.cfg.MaxConcurrentImages {
 		w.slots <- i
 	}
-	w.log.Info("warming images", "images", len(w.images), "snapshotter", cri.Snapshotter,
+	w.log.Info("warming images", "images", len(w.images), "snapshotter", cri.Snapshotter, "directBlobWrite", w.blobs != nil,
 		"discardUnpackedLayers", cri.DiscardUnpackedLayers, "registryConfig", w.regDirs)
 	w.setRunning(nil)
 
@@ -155,6 +158,30 @@ func (w *Warmer) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// contentDir is where blobs are written directly (blobWrite: direct), or
+// nil when containerd would not see them there (the reason is logged).
+func (w *Warmer) contentDir(ctx context.Context, c *ctrd, cri criSettings) *contentDir {
+	if w.cfg.BlobWrite != blobWriteDirect {
+		return nil
+	}
+	dir := w.cfg.ContentDir
+	if dir == "" {
+		if cri.RootDir == "" {
+			w.log.Warn("streaming blobs over gRPC", "reason", "the CRI runtime status names no containerdRootDir; set imagewarm.contentDir")
+			return nil
+		}
+		dir = filepath.Join(cri.RootDir, contentDirName)
+	}
+	d := &contentDir{dir: w.deps.Host.Path(dir)}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := d.probe(ctx, c.content); err != nil {
+		w.log.Warn("streaming blobs over gRPC", "contentDir", dir, "reason", err)
+		return nil
+	}
+	return d
 }
 
 // setup reads the credential provider config (a bad one fails Run, so the

@@ -105,7 +105,7 @@ func (w *Warmer) pull(ctx context.Context, c *ctrd, s *imageState, slot int) err
 	if err != nil {
 		return err
 	}
-	var h images.Handler = images.Handlers(remotes.FetchHandler(cs, fetcher), children, distSrc)
+	var h images.Handler = images.Handlers(remotes.FetchHandler(w.blobs.ingester(cs), fetcher), children, distSrc)
 	if !w.cri.DisableSnapshotAnnotations {
 		h = snapshotters.AppendInfoHandlerWrapper(s.ref)(h)
 	}

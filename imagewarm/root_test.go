@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,17 +68,25 @@ func imageConfigs(refs []string, required bool) []ImageConfig {
 // equal those a real CRI PullImage leaves, field by field; and the CRI of
 // the warmed containerd reports every ref present, as kubelet asks it.
 func TestRootRecordsMatchCRI(t *testing.T) {
-	for _, discard := range []bool{false, true} {
-		t.Run(fmt.Sprintf("discard_unpacked_layers=%t", discard), func(t *testing.T) {
+	for _, tc := range []struct {
+		discard   bool
+		blobWrite string
+	}{{false, blobWriteDirect}, {true, blobWriteDirect}, {false, blobWriteGRPC}, {true, blobWriteGRPC}} {
+		discard := tc.discard
+		t.Run(fmt.Sprintf("discard=%t/%s", discard, tc.blobWrite), func(t *testing.T) {
 			e := newEnv(t, "")
 			refs := e.pushTestImages()
 			warmed := e.containerd("warmed", discard)
 			viaCRI := e.containerd("cri", discard)
 
-			r := e.warm(warmed, imageConfigs(refs, true), nil)
+			r := e.warm(warmed, imageConfigs(refs, true), func(c *Config) { c.BlobWrite = tc.blobWrite })
 			for i := range refs {
 				waitState(t, r.w, i, statePresent, 2*time.Minute)
 			}
+			if direct := r.w.blobs != nil; direct != (tc.blobWrite == blobWriteDirect) {
+				t.Errorf("blobs written directly = %t with blobWrite %s", direct, tc.blobWrite)
+			}
+			noPartialBlobs(t, warmed)
 			if err := r.w.Ready(); err != nil {
 				t.Fatalf("Ready after every image is present: %v", err)
 			}
@@ -137,6 +146,16 @@ func TestRootRecordsMatchCRI(t *testing.T) {
 // gc makes containerd collect garbage now (a lease create/delete with
 // SynchronousDelete triggers a collection), so discarded layers are gone
 // in both containerds before they are compared.
+// noPartialBlobs fails when a blob the agent was writing into containerd's
+// content store directory is left behind.
+func noPartialBlobs(t *testing.T, c *testbed.Containerd) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(c.Dir, "root", contentDirName, ingestDirName, "*"))
+	if len(left) > 0 {
+		t.Errorf("partial blobs left in the content store: %v", left)
+	}
+}
+
 func gc(t *testing.T, c *testbed.Containerd) {
 	t.Helper()
 	cd, err := dialContainerd(c.Socket, 0)
@@ -249,6 +268,7 @@ func TestRootRegistryStoppedMidPull(t *testing.T) {
 	e.reg.Stop()
 	proxy.Cut()
 	waitState(t, r.w, 0, stateFailed, time.Minute)
+	noPartialBlobs(t, c)
 	s := r.w.images[0]
 	s.mu.Lock()
 	reason, ferr := s.reason, s.err
@@ -426,4 +446,72 @@ func TestRootParallelPulls(t *testing.T) {
 		}
 	}
 	_ = context.Background
+}
+
+// TestRootDiskFull: containerd's content store fills up mid-pull (a 20 MiB
+// tmpfs under a 32 MiB image). The reason is disk_full, other state is
+// clean: no record names the image, no partial blob of the agent's is left,
+// and once the pull's lease is gone GC leaves no content, snapshot or
+// ingest behind, so nothing half-written looks complete.
+func TestRootDiskFull(t *testing.T) {
+	for _, blobWrite := range []string{blobWriteDirect, blobWriteGRPC} {
+		t.Run(blobWrite, func(t *testing.T) {
+			e := newEnv(t, "")
+			img, err := testbed.RandomImage(8<<20, 4, "linux", "amd64")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := e.reg.Addr + "/full/image:1"
+			if _, err := testbed.Push(e.ctx, ref, img, nil); err != nil {
+				t.Fatal(err)
+			}
+			c := testbed.NewContainerd(filepath.Join(e.dir, "ctrd"), e.certsD)
+			store := filepath.Join(c.Dir, "root", contentDirName)
+			if err := os.MkdirAll(store, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mount("tmpfs", store, "tmpfs", 0, "size=20m"); err != nil {
+				t.Fatalf("tmpfs for the content store: %v", err)
+			}
+			t.Cleanup(func() { syscall.Unmount(store, syscall.MNT_DETACH) })
+			if err := c.Start(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Stop)
+
+			r := e.warm(c, []ImageConfig{{Ref: ref, Required: true}}, func(c *Config) { c.BlobWrite = blobWrite })
+			waitState(t, r.w, 0, stateFailed, time.Minute)
+			r.stop()
+			s := r.w.images[0]
+			s.mu.Lock()
+			reason, ferr := s.reason, s.err
+			s.mu.Unlock()
+			if reason != reasonDiskFull {
+				t.Errorf("reason %q (%v), want %s", reason, ferr, reasonDiskFull)
+			}
+			if n := testutil.ToFloat64(r.w.m.failures.WithLabelValues(s.label(), reasonDiskFull)); n < 1 {
+				t.Errorf("pull_failures_total{reason=disk_full} = %v", n)
+			}
+			noPartialBlobs(t, c)
+			cd, err := dialContainerd(c.Socket, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cd.close()
+			ctx := namespaces.WithNamespace(e.ctx, "k8s.io")
+			if _, err := cd.images.Get(ctx, s.ref); !errdefs.IsNotFound(err) {
+				t.Errorf("a record names the image that did not fit: %v", err)
+			}
+			if ls, err := cd.leases.List(ctx); err != nil || len(ls) != 0 {
+				t.Errorf("leases left behind: %v %v", ls, err)
+			}
+			gc(t, c)
+			if d := dumpContainerd(t, c, "overlayfs"); len(d.Content)+len(d.Snapshots)+len(d.Images) > 0 {
+				t.Errorf("left after GC: %+v", d)
+			}
+			if st, err := cd.content.ListStatuses(ctx); err != nil || len(st) != 0 {
+				t.Errorf("ingests left after GC: %v %v", st, err)
+			}
+		})
+	}
 }

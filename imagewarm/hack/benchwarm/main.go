@@ -11,6 +11,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,12 +124,26 @@ func run(agentBin string, rounds int, layerBytes, layers int64) error {
 	for r := range rounds {
 		for k := range methods {
 			m := (k + r) % len(methods) // alternate the order
+			if only := os.Getenv("BENCH_ONLY"); only != "" && !strings.Contains(only, strconv.Itoa(m)) {
+				continue
+			}
 			c := testbed.NewContainerd(filepath.Join(dir, fmt.Sprintf("ctrd-%d-%d", r, m)), certsD)
+			prof := os.Getenv("BENCH_PROFILE")
+			if prof != "" {
+				c.Debug = filepath.Join(c.Dir, "debug.sock")
+			}
 			os.MkdirAll(c.Dir, 0o755)
 			if err := c.Start(ctx); err != nil {
 				return err
 			}
+			var profDone chan struct{}
+			if prof != "" {
+				profDone = profile(c.Debug, filepath.Join(prof, fmt.Sprintf("containerd-%d-%d.pprof", r, m)))
+			}
 			s, err := methods[m].pull(ctx, c)
+			if profDone != nil {
+				<-profDone
+			}
 			c.Stop()
 			os.RemoveAll(c.Dir)
 			if err != nil {
@@ -146,6 +162,9 @@ func run(agentBin string, rounds int, layerBytes, layers int64) error {
 		sort.Float64s(v)
 		return v[len(v)/2]
 	}
+	if len(results[0]) == 0 || slices.ContainsFunc(results, func(r []sample) bool { return len(r) == 0 }) {
+		return nil // BENCH_ONLY: the rounds above are the figures
+	}
 	agentSecs := med(results[0], func(s sample) float64 { return s.secs })
 	fmt.Printf("\nmedians over %d rounds, %.0f MB in %d images, empty containerd 1.6 (overlayfs) each round:\n", rounds, mb, nImages)
 	fmt.Printf("%-30s %8s %8s %10s %12s %16s\n", "method", "seconds", "MB/s", "CPU s", "peak RSS", "agent / method")
@@ -163,6 +182,35 @@ func run(agentBin string, rounds int, layerBytes, layers int64) error {
 	fmt.Printf("\ntargets: agent <= 0.6x sequential ctr: %.2fx %s; agent <= 1.0x concurrent CRI: %.2fx %s\n",
 		agentSecs/seq, verdict(agentSecs/seq <= 0.6), agentSecs/cri, verdict(agentSecs/cri <= 1.0))
 	return nil
+}
+
+// profile fetches a CPU profile of containerd (BENCH_PROFILE_SECS long)
+// from its debug socket into file.
+func profile(sock, file string) chan struct{} {
+	done := make(chan struct{})
+	secs := os.Getenv("BENCH_PROFILE_SECS")
+	if secs == "" {
+		secs = "3"
+	}
+	go func() {
+		defer close(done)
+		cl := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		resp, err := cl.Get("http://containerd/debug/pprof/profile?seconds=" + secs)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return done
 }
 
 func verdict(ok bool) string {

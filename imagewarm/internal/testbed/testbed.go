@@ -168,7 +168,10 @@ type Containerd struct {
 	Socket  string
 	CertsD  string // registry.config_path
 	Discard bool   // discard_unpacked_layers
-	proc    *Proc
+	// Debug, when set before Start, is the socket of containerd's debug
+	// server (net/http/pprof at /debug/pprof/).
+	Debug string
+	proc  *Proc
 }
 
 // NewContainerd prepares a containerd below dir; certsD is its registry
@@ -188,7 +191,7 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.tracing.
 [ttrpc]
   address = %[4]q
 [debug]
-  address = ""
+  address = %[9]q
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
@@ -206,7 +209,7 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.tracing.
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %[8]q
 `, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Socket, c.Socket+".ttrpc",
-		filepath.Join(c.Dir, "opt"), c.Discard, filepath.Join(c.Dir, "cni"), c.CertsD)
+		filepath.Join(c.Dir, "opt"), c.Discard, filepath.Join(c.Dir, "cni"), c.CertsD, c.Debug)
 	file := filepath.Join(c.Dir, "config.toml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		return err
