@@ -38,6 +38,7 @@ func TestValidate(t *testing.T) {
 		{"duplicate", "images: [{ref: busybox}, {ref: docker.io/library/busybox:latest}]", []string{"images[1].ref: duplicate of images[0] (docker.io/library/busybox:latest)"}},
 		{"unknown key", "images: [{ref: busybox, pinned: true}]", []string{"images[0].pinned: unknown key"}},
 		{"relative socket", "containerdSocket: run/containerd.sock", []string{"containerdSocket: must be an absolute path"}},
+		{"unknown blobWrite, relative contentDir", "blobWrite: fuse\ncontentDir: var/lib/containerd", []string{"blobWrite: must be \"direct\" or \"grpc\"", "contentDir: must be an absolute path"}},
 		{"bounds", "maxConcurrentImages: 0\nmaxConcurrentDownloads: 0\npullTimeout: 0s", []string{"maxConcurrentImages: must be >= 1", "maxConcurrentDownloads: must be >= 1", "pullTimeout: must be > 0s"}},
 		{"backoff order", "retry: {initialBackoff: 1m, maxBackoff: 1s}", []string{"retry.maxBackoff: must be >= retry.initialBackoff (1m0s), got 1s"}},
 		{"secret name", "credentials: {secret: just-a-name}", []string{`credentials.secret: must be "namespace/name"`}},
