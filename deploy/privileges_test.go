@@ -92,7 +92,8 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostNetwork: true,
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro"),
+				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content"),
 		}},
 		{"imagewarm with S3 mounts", []string{"--set-string", "config=imagewarm:\n  enabled: true\n" +
 			"  s3Mounts:\n  - name: libs\n    bucket: libs--use1-az4--x-s3\n    mountPath: /mnt/s3/libs\n" +
@@ -101,6 +102,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
 				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 ro HostToContainer",
 				"/data/s3 (DirectoryOrCreate) -> /host/data/s3 ro HostToContainer",
@@ -114,6 +116,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
 				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 ro HostToContainer",
 				"/run/nodeagent/s3mounts (DirectoryOrCreate) -> /host/run/nodeagent/s3mounts"),
