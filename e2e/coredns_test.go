@@ -75,14 +75,14 @@ data:
         bind NODE_IP
         errors
         ready NODE_IP:READY_PORT
-        kubernetes cluster.local in-addr.arpa ip6.arpa {
+EXTRA_PLUGINS        kubernetes cluster.local in-addr.arpa ip6.arpa {
             pods insecure
             fallthrough in-addr.arpa ip6.arpa
         }
         forward . UPSTREAM
         cache 30
     }
----
+EXTRA_BLOCKS---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -156,6 +156,15 @@ spec:
 // kube-dns-upstream ClusterIPs to it.
 func startCoreDNS(ctx context.Context, t *testing.T, c *cluster.Cluster, upstream string) {
 	t.Helper()
+	startCoreDNSWith(ctx, t, c, upstream, "", "")
+}
+
+// startCoreDNSWith is startCoreDNS with more lines in the Corefile: plugins
+// (indented 8 spaces) before kubernetes in the main server block, and more
+// server blocks (indented 4) after it. NODE_IP and UPSTREAM are replaced in
+// them too.
+func startCoreDNSWith(ctx context.Context, t *testing.T, c *cluster.Cluster, upstream, plugins, blocks string) {
+	t.Helper()
 	start := time.Now()
 	bin := filepath.Join(cluster.CacheDir(), "bin", "coredns")
 	if _, err := os.Stat(bin); err != nil {
@@ -179,8 +188,9 @@ func startCoreDNS(ctx context.Context, t *testing.T, c *cluster.Cluster, upstrea
 	if err != nil {
 		t.Fatal(err)
 	}
+	manifests := strings.NewReplacer("EXTRA_PLUGINS", plugins, "EXTRA_BLOCKS", blocks).Replace(corednsManifests)
 	m := strings.NewReplacer("NODE_IP", c.NodeIP, "READY_PORT", fmt.Sprint(corednsReadyPort), "UPSTREAM", upstream,
-		"IMAGE", ref, "KUBE_DNS_IP", kubeDNSIP).Replace(corednsManifests)
+		"IMAGE", ref, "KUBE_DNS_IP", kubeDNSIP).Replace(manifests)
 	if _, err := c.Kubectl(ctx, m, "apply", "--server-side", "--field-manager=e2e", "-f", "-"); err != nil {
 		t.Fatalf("apply CoreDNS: %v", err)
 	}
