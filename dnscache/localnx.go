@@ -401,8 +401,9 @@ func (st *nxState) nx(name []byte, now int64) (nxName, bool) {
 }
 
 // observe learns from an upstream answer r to key (cached for ttl): an
-// NXDOMAIN with an SOA and no answer records (a CNAME's NXDOMAIN is about
-// its target) is remembered for the RFC 8020 cut until it expires; a
+// NXDOMAIN to an A or AAAA query with an SOA and no answer records (a
+// CNAME's NXDOMAIN is about its target) is remembered for the RFC 8020 cut
+// until it expires; a
 // NOERROR answer removes the name and its ancestors from it; a negative
 // answer whose SOA is a schema domain's teaches that domain's SOA.
 func (l *localNX) observe(key []byte, r *dns.Msg, ttl time.Duration, now int64) {
@@ -420,7 +421,9 @@ func (l *localNX) observe(key []byte, r *dns.Msg, ttl time.Duration, now int64) 
 		l.st.forget(w)
 	case dns.RcodeNameError:
 		soa := l.learnSOA(w, r.Ns)
-		if soa == nil || ttl <= 0 || !l.rfc8020 {
+		// Only NXDOMAINs for addresses count: CoreDNS answers a TXT query
+		// for a namespace or svc.<d> NXDOMAIN while the name exists.
+		if qt := r.Question[0].Qtype; soa == nil || ttl <= 0 || !l.rfc8020 || qt != dns.TypeA && qt != dns.TypeAAAA {
 			return
 		}
 		l.st.remember(w, nxName{expire: now + int64(ttl), soa: soa})

@@ -228,6 +228,12 @@ func TestLocalNXRules(t *testing.T) {
 				Ns:       []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "other.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60}, Ns: "ns.other.", Mbox: "h.other.", Minttl: 30}}},
 				5*time.Second, now)
 		}, ask: "a.b.example."},
+		{name: "rfc8020: not from a TXT query (CoreDNS: NXDOMAIN for TXT of a namespace that exists)", learn: func(l *localNX) {
+			l.observe(key("lnx.svc.cluster.local.", dns.TypeTXT), &dns.Msg{MsgHdr: dns.MsgHdr{Rcode: dns.RcodeNameError},
+				Question: []dns.Question{{Name: "lnx.svc.cluster.local.", Qtype: dns.TypeTXT, Qclass: dns.ClassINET}},
+				Ns:       []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "cluster.local.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 5}, Ns: "ns.dns.cluster.local.", Mbox: "h.cluster.local.", Minttl: 5}}},
+				5*time.Second, now)
+		}, ask: "web.lnx.svc.cluster.local."},
 		{name: "rfc8020: DO forwarded", learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 5*time.Second, now) },
 			ask: "a.b.example.", do: true},
 		{name: "rfc8020: exempt zone", learn: func(l *localNX) { nxAt(l, "b.broken.example.", "broken.example.", 5*time.Second, now) },
