@@ -21,6 +21,8 @@ func dnscacheRow() row {
 			q(`sum(`+rate("nodeagent_dnscache_cache_stale_answers_total")+`)`, "stale answers"),
 			q(`sum(`+rate("nodeagent_dnscache_cache_prefetches_total")+`)`, "prefetches"),
 			q(`sum(`+rate("nodeagent_dnscache_cache_coalesced_total")+`)`, "coalesced")),
+		ts("Answered on the node (local NXDOMAIN)", "reqps", "NXDOMAIN answered without an upstream query: schema (names the Kubernetes DNS schema rules out, such as ndots:5 search-path expansions) and rfc8020 (below a cached NXDOMAIN). Each is a query that did not leave the node.",
+			q(`sum by (rule) (`+rate("nodeagent_dnscache_local_nxdomain_total")+`)`, "{{rule}}")),
 		ts("Cache entries", "short", "Entries in each node's cache, and evictions per second (cache too small for the working set).",
 			q(`nodeagent_dnscache_cache_entries`+sel(), "{{node}} entries"),
 			q(rate("nodeagent_dnscache_cache_evictions_total"), "{{node}} evictions/s")),
