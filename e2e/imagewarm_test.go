@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,10 +90,11 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	section := fmt.Sprintf(`imagewarm:
   enabled: true
   containerdSocket: %s
+  contentDir: %s
   retry: {initialBackoff: 1s, maxBackoff: 2s}
   images:
     - {ref: %q, required: true, pin: true}
-`, c.ContainerdSocket, warmTag)
+`, c.ContainerdSocket, filepath.Join(filepath.Dir(c.ContainerdSocket), "root", "io.containerd.content.v1.content"), warmTag)
 	// Through the chart, as a user's helm upgrade: the pod template gets
 	// imagewarm's mounts (containerd's socket) and the agent restarts.
 	orig := currentConfig(ctx, t, c)
@@ -136,6 +138,13 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	t.Logf("PHASE imagewarm-taint-removed: %s after the push", time.Since(pushed).Round(time.Millisecond))
 	waitEvent(ctx, t, c, "ImageWarmed", corev1.EventTypeNormal, time.Minute)
 	waitRollout(ctx, t, c)
+	// blobWrite: direct through the chart's content store mount: the
+	// agent's probe saw containerd register a blob it wrote there.
+	if log, err := agentLog(c); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(log, "streaming blobs over gRPC") {
+		t.Errorf("the agent fell back to streaming blobs over gRPC:\n%s", log)
+	}
 
 	for _, tc := range []struct{ pod, ref string }{{"warm-by-tag", warmTag}, {"warm-by-digest", warmDigest}, {"not-warmed", coldRef}} {
 		took := runPod(ctx, t, c, tc.pod, tc.ref)
