@@ -4,11 +4,19 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -70,6 +78,14 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		t.Fatal(err)
 	}
 	warmDigest := c.Registry + "/spark/executor@" + d.String()
+	// A second required image in a registry that wants a password, which
+	// the agent gets from a dockerconfigjson Secret (RBAC: get on that name).
+	privReg := authRegistry(ctx, t, c, "puller", "s3cret")
+	privRef := privReg + "/spark/private:1"
+	if _, err := image.PushAuth(ctx, executorImage(ctx, t, c), privRef, "puller", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	pullSecret(ctx, t, c, agentNamespace, "imagewarm-pull", privReg, "puller", "s3cret")
 
 	// The node starts over: startup taint back, agent restarted with the
 	// required image configured but not pushed yet.
@@ -92,9 +108,11 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
   containerdSocket: %s
   contentDir: %s
   retry: {initialBackoff: 1s, maxBackoff: 2s}
+  credentials: {secret: %s/imagewarm-pull}
   images:
     - {ref: %q, required: true, pin: true}
-`, c.ContainerdSocket, filepath.Join(filepath.Dir(c.ContainerdSocket), "root", "io.containerd.content.v1.content"), warmTag)
+    - {ref: %q, required: true}
+`, c.ContainerdSocket, filepath.Join(filepath.Dir(c.ContainerdSocket), "root", "io.containerd.content.v1.content"), agentNamespace, warmTag, privRef)
 	// Through the chart, as a user's helm upgrade: the pod template gets
 	// imagewarm's mounts (containerd's socket) and the agent restarts.
 	orig := currentConfig(ctx, t, c)
@@ -146,7 +164,7 @@ func testImageWarm(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		t.Errorf("the agent fell back to streaming blobs over gRPC:\n%s", log)
 	}
 
-	for _, tc := range []struct{ pod, ref string }{{"warm-by-tag", warmTag}, {"warm-by-digest", warmDigest}, {"not-warmed", coldRef}} {
+	for _, tc := range []struct{ pod, ref string }{{"warm-by-tag", warmTag}, {"warm-by-digest", warmDigest}, {"warm-private", privRef}, {"not-warmed", coldRef}} {
 		took := runPod(ctx, t, c, tc.pod, tc.ref)
 		pulled, present := podPullEvents(ctx, t, c, tc.pod)
 		t.Logf("PHASE pod-start %s: %s created -> Running (pulled=%t, already present=%t)", tc.pod, took.Round(time.Millisecond), pulled, present)
@@ -206,4 +224,74 @@ func podPullEvents(ctx context.Context, t *testing.T, c *cluster.Cluster, podNam
 		}
 	}
 	return pulled, present
+}
+
+// authRegistry starts a docker-registry on a free port that requires basic
+// auth (htpasswd with user:password) and returns its host:port. Without a
+// hosts.toml, containerd and the agent reach 127.0.0.1:PORT over HTTP.
+func authRegistry(ctx context.Context, t *testing.T, c *cluster.Cluster, user, password string) string {
+	t.Helper()
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog: {level: warn}\nstorage:\n  filesystem: {rootdirectory: %s}\n"+
+		"http:\n  addr: %s\nauth:\n  htpasswd:\n    realm: e2e\n    path: %s\n", filepath.Join(dir, "data"), addr, htpasswd)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("docker-registry", "serve", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized, nil
+	})
+	if err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("registry with auth on %s not up: %v\n%s", addr, err, out)
+	}
+	return addr
+}
+
+// pullSecret creates (or replaces) a kubernetes.io/dockerconfigjson Secret
+// for registry, removed when the test ends.
+func pullSecret(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, name, registry, user, password string) {
+	t.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	data := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, registry, auth)
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(data)},
+	}
+	_ = c.Client.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	if _, err := c.Client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Client.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{}) })
 }

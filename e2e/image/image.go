@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -211,11 +212,20 @@ func StaticBinary(binPath, name string) (v1.Image, error) {
 // Push pushes img to ref (a plain-HTTP registry such as 127.0.0.1:5000/x:tag)
 // and returns the reference pinned by digest.
 func Push(ctx context.Context, img v1.Image, ref string) (string, error) {
+	return push(ctx, img, ref, remote.WithContext(ctx))
+}
+
+// PushAuth is Push to a registry that wants basic auth.
+func PushAuth(ctx context.Context, img v1.Image, ref, user, password string) (string, error) {
+	return push(ctx, img, ref, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: user, Password: password}))
+}
+
+func push(ctx context.Context, img v1.Image, ref string, opts ...remote.Option) (string, error) {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		return "", err
 	}
-	if err := remote.Write(r, img, remote.WithContext(ctx)); err != nil {
+	if err := remote.Write(r, img, opts...); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
 	d, err := img.Digest()
