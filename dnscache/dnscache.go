@@ -186,6 +186,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	s.missWorkers(min(c.cfg.Upstream.MaxConcurrent, missWorkers), &workers)
 	stopPrefetch := make(chan struct{})
 	s.prefetchers(stopPrefetch, &workers)
+	s.bg.Go(s.askSchemaSOAs)
 	stop := make(chan struct{})
 	var servers sync.WaitGroup
 	readers := max(runtime.GOMAXPROCS(0), 2)

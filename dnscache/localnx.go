@@ -110,6 +110,15 @@ func wireName(s string) []byte {
 	return b[:n]
 }
 
+// wireToName is the presentation form of a wire name.
+func wireToName(w []byte) string {
+	n, _, err := dns.UnpackDomainName(w, 0)
+	if err != nil {
+		return "."
+	}
+	return n
+}
+
 // labelOffsets appends the offset of every label of the wire name w (the
 // last one is the root's, len(w)-1).
 func labelOffsets(dst []int, w []byte) []int {
@@ -356,6 +365,23 @@ func (s *server) localNXDOMAIN(out, req []byte, q *query, proto int, now int64) 
 		s.m.request(z, proto, q.qtype, dns.RcodeNameError)
 	}
 	return resp
+}
+
+// askSchemaSOAs asks the cluster DNS once for the SOA of each schema domain
+// whose SOA is not known yet, so that the schema rule answers from a pod's
+// first lookup on; the SOA still comes from a real answer (observe learns it
+// from the answer section). On failure the first negative answer teaches it.
+func (s *server) askSchemaSOAs() {
+	if s.lnx == nil || !s.lnx.schema {
+		return
+	}
+	for _, d := range s.lnx.domains {
+		if z := s.r.route(dns.CanonicalName(wireToName(d))); z == nil || len(z.upstreams()) == 0 || s.lnx.st.soa(d) != nil || s.bgCtx.Err() != nil {
+			continue // no upstream yet (a SERVFAIL would be cached), or known
+		}
+		key := append(append([]byte(nil), d...), byte(dns.TypeSOA>>8), byte(dns.TypeSOA), 0, classIN, 0)
+		s.sf.Do(string(key), func() (any, error) { return s.fetch(key) })
+	}
 }
 
 // appendNX writes an NXDOMAIN answer to q with soa (its TTL set to ttl) in

@@ -325,6 +325,8 @@ func (k *kubeLike) serve(w dns.ResponseWriter, r *dns.Msg) {
 	exists := map[string]bool{"cluster.local.": true, "svc.cluster.local.": true, "default.svc.cluster.local.": true,
 		"kubernetes.default.svc.cluster.local.": true}
 	switch {
+	case name == zone && q.Qtype == dns.TypeSOA:
+		m.Answer = []dns.RR{soa}
 	case zone == "cluster.local." && exists[name] && q.Qtype == dns.TypeA && name == "kubernetes.default.svc.cluster.local.":
 		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.IPv4(10, 96, 0, 1)}}
 	case zone == "cluster.local." && exists[name]:
@@ -357,13 +359,17 @@ func TestLocalNXDOMAIN(t *testing.T) {
 	srv := addr(cfg)
 	local := func(rule string) float64 { return testutil.ToFloat64(c.m.localNX.WithLabelValues(rule)) }
 
-	// Before any answer from the cluster DNS the schema's SOA is unknown:
-	// the first impossible name is forwarded, and teaches it.
+	// At start the cache asks the cluster DNS for the domain's SOA; from
+	// then on impossible names are answered on the node.
+	eventually(t, 5*time.Second, "the cluster domain's SOA learned", func() bool { return c.nx.soa(wireName("cluster.local")) != nil })
+	if up.count("cluster.local.") != 1 {
+		t.Fatalf("cluster.local. SOA asked %d times, want 1", up.count("cluster.local."))
+	}
 	if r := ask(t, srv, "s3.amazonaws.com.default.svc.cluster.local.", dns.TypeA); r.Rcode != dns.RcodeNameError {
 		t.Fatalf("first impossible name: %s", dns.RcodeToString[r.Rcode])
 	}
-	if up.count("s3.amazonaws.com.default.svc.cluster.local.") != 1 || local(ruleSchema) != 0 {
-		t.Fatal("first impossible name not forwarded")
+	if up.count("s3.amazonaws.com.default.svc.cluster.local.") != 0 || local(ruleSchema) != 1 {
+		t.Fatal("first impossible name forwarded")
 	}
 	for _, proto := range []string{"udp", "tcp"} {
 		for _, name := range []string{"s3.us-east-1.amazonaws.com.svc.cluster.local.", "S3.amazonaws.COM.cluster.local."} {
@@ -387,8 +393,8 @@ func TestLocalNXDOMAIN(t *testing.T) {
 			}
 		}
 	}
-	if v := local(ruleSchema); v != 4 {
-		t.Fatalf("local_nxdomain_total{rule=schema} = %v, want 4", v)
+	if v := local(ruleSchema); v != 5 {
+		t.Fatalf("local_nxdomain_total{rule=schema} = %v, want 5", v)
 	}
 	// Names that exist go upstream, whatever their type.
 	for _, q := range []struct {
