@@ -189,7 +189,7 @@ func (c *Cache) Run(ctx context.Context) error {
 	s.bg.Go(s.askSchemaSOAs)
 	stop := make(chan struct{})
 	var servers sync.WaitGroup
-	readers := max(runtime.GOMAXPROCS(0), 2)
+	readers := runtime.GOMAXPROCS(0)
 	for _, uc := range ls.udp {
 		servers.Go(func() { s.serveUDP(uc, readers, stop) })
 	}

@@ -106,9 +106,14 @@ const drainIdle = 50 * time.Millisecond
 // serveUDP answers on c with one reader per CPU until stop closes; then it
 // detaches c and drains what is queued.
 func (s *server) serveUDP(c *net.UDPConn, readers int, stop <-chan struct{}) {
+	u, err := newUDPSock(c)
+	if err != nil {
+		s.log.Error("udp socket unusable", "addr", c.LocalAddr().String(), "err", err)
+		return
+	}
 	var wg sync.WaitGroup
 	for range readers {
-		wg.Go(func() { s.readUDP(c) })
+		wg.Go(func() { s.readUDP(u) })
 	}
 	<-stop
 	if err := detachUDP(c); err != nil {
@@ -118,12 +123,14 @@ func (s *server) serveUDP(c *net.UDPConn, readers int, stop <-chan struct{}) {
 	wg.Wait()
 }
 
-func (s *server) readUDP(c *net.UDPConn) {
+func (s *server) readUDP(u *udpSock) {
 	buf := make([]byte, s.cfg.MaxQuerySize+1)
 	out := make([]byte, 0, 1500)
 	q := query{key: make([]byte, 0, 300)}
+	var from peer
+	uio := u.io()
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		n, err := uio.readFrom(buf, &from)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
 				return
@@ -132,7 +139,7 @@ func (s *server) readUDP(c *net.UDPConn) {
 		}
 		req := buf[:n]
 		resp := s.handleQuery(req, protoUDP, &q, out, func(expired *entry) []byte {
-			job := missJob{conn: c, from: from, req: append([]byte(nil), req...), q: q, expired: expired}
+			job := missJob{conn: u, from: from, req: append([]byte(nil), req...), q: q, expired: expired}
 			job.q.key = append([]byte(nil), q.key...)
 			select {
 			case s.misses <- job:
@@ -142,7 +149,7 @@ func (s *server) readUDP(c *net.UDPConn) {
 			return nil
 		})
 		if resp != nil {
-			c.WriteToUDPAddrPort(resp, from)
+			uio.writeTo(resp, &from)
 			out = resp[:0]
 		}
 	}
@@ -170,8 +177,8 @@ func (s *server) handleQuery(req []byte, proto int, q *query, out []byte, miss f
 
 // missJob is a UDP query that needs an upstream.
 type missJob struct {
-	conn    *net.UDPConn
-	from    netip.AddrPort
+	conn    *udpSock
+	from    peer
 	req     []byte
 	q       query
 	expired *entry // the key's expired entry, if any (see answer)
@@ -186,7 +193,7 @@ func (s *server) missWorkers(n int, wg *sync.WaitGroup) {
 		wg.Go(func() {
 			for job := range s.misses {
 				if resp := s.resolve(job.req, protoUDP, &job.q, job.expired, nil); resp != nil {
-					job.conn.WriteToUDPAddrPort(resp, job.from)
+					job.conn.io().writeTo(resp, &job.from)
 				}
 			}
 		})
