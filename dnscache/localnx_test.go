@@ -169,6 +169,9 @@ func localVerdict(t *testing.T, l *localNX, name string, do bool, now int64) str
 func TestLocalNXRules(t *testing.T) {
 	t.Parallel()
 	now := time.Now().UnixNano()
+	learnNX := func(name, zone string) func(*localNX) {
+		return func(l *localNX) { nxAt(l, name, zone, 5*time.Second, now) }
+	}
 	tests := []struct {
 		name  string
 		cfg   func(*Config)
@@ -189,30 +192,30 @@ func TestLocalNXRules(t *testing.T) {
 		{name: "exempt name itself forwarded", ask: "stub.cluster.local."},
 		{name: "ancestor of an exempt name forwarded", cfg: func(c *Config) { c.LocalNXDOMAIN.Exempt = []string{"a.b.cluster.local"} },
 			ask: "b.cluster.local."},
-		{name: "rfc8020: below a missing namespace", learn: func(l *localNX) { nxAt(l, "nons.svc.cluster.local.", "cluster.local.", 5*time.Second, now) },
+		{name: "rfc8020: below a missing namespace", learn: learnNX("nons.svc.cluster.local.", "cluster.local."),
 			ask: "web.nons.svc.cluster.local.", want: ruleRFC8020},
-		{name: "rfc8020: below a missing Service", learn: func(l *localNX) { nxAt(l, "web.default.svc.cluster.local.", "cluster.local.", 5*time.Second, now) },
+		{name: "rfc8020: below a missing Service", learn: learnNX("web.default.svc.cluster.local.", "cluster.local."),
 			ask: "web-0.web.default.svc.cluster.local.", want: ruleRFC8020},
-		{name: "rfc8020: the name itself is the cache's business", learn: func(l *localNX) { nxAt(l, "web.nons.svc.cluster.local.", "cluster.local.", 5*time.Second, now) },
+		{name: "rfc8020: the name itself is the cache's business", learn: learnNX("web.nons.svc.cluster.local.", "cluster.local."),
 			ask: "web.nons.svc.cluster.local."},
 		{name: "rfc8020: not below CoreDNS's NXDOMAIN for an endpoint named _tcp",
-			learn: func(l *localNX) { nxAt(l, "_tcp.web.default.svc.cluster.local.", "cluster.local.", 5*time.Second, now) },
+			learn: learnNX("_tcp.web.default.svc.cluster.local.", "cluster.local."),
 			ask:   "_http._tcp.web.default.svc.cluster.local."},
 		{name: "rfc8020: not below CoreDNS's NXDOMAIN for dns.<domain>",
 			cfg:   func(c *Config) { c.LocalNXDOMAIN.Schema = false },
-			learn: func(l *localNX) { nxAt(l, "dns.cluster.local.", "cluster.local.", 5*time.Second, now) },
+			learn: learnNX("dns.cluster.local.", "cluster.local."),
 			ask:   "ns.dns.cluster.local."},
 		{name: "rfc8020: not from the node zone into the cluster zone",
-			learn: func(l *localNX) { nxAt(l, "local.", ".", 5*time.Second, now) },
+			learn: learnNX("local.", "."),
 			ask:   "web.default.svc.cluster.local."},
 		{name: "rfc8020: not from the node zone into a forwarded zone",
-			learn: func(l *localNX) { nxAt(l, "example.", ".", 5*time.Second, now) },
+			learn: learnNX("example.", "."),
 			ask:   "a.corp.example."},
-		{name: "rfc8020: any zone", learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 5*time.Second, now) },
+		{name: "rfc8020: any zone", learn: learnNX("b.example.", "example."),
 			ask: "x.a.b.example.", want: ruleRFC8020},
-		{name: "rfc8020: in upper case", learn: func(l *localNX) { nxAt(l, "B.Example.", "example.", 5*time.Second, now) },
+		{name: "rfc8020: in upper case", learn: learnNX("B.Example.", "example."),
 			ask: "X.b.EXAMPLE.", want: ruleRFC8020},
-		{name: "rfc8020: expires with the negative TTL", learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 5*time.Second, now) },
+		{name: "rfc8020: expires with the negative TTL", learn: learnNX("b.example.", "example."),
 			ask: "a.b.example.", at: 5 * time.Second},
 		{name: "rfc8020: NXDOMAIN not cached (TTL 0) is not remembered", learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 0, now) },
 			ask: "a.b.example."},
@@ -234,12 +237,12 @@ func TestLocalNXRules(t *testing.T) {
 				Ns:       []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "cluster.local.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 5}, Ns: "ns.dns.cluster.local.", Mbox: "h.cluster.local.", Minttl: 5}}},
 				5*time.Second, now)
 		}, ask: "web.lnx.svc.cluster.local."},
-		{name: "rfc8020: DO forwarded", learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 5*time.Second, now) },
+		{name: "rfc8020: DO forwarded", learn: learnNX("b.example.", "example."),
 			ask: "a.b.example.", do: true},
-		{name: "rfc8020: exempt zone", learn: func(l *localNX) { nxAt(l, "b.broken.example.", "broken.example.", 5*time.Second, now) },
+		{name: "rfc8020: exempt zone", learn: learnNX("b.broken.example.", "broken.example."),
 			ask: "a.b.broken.example."},
 		{name: "rfc8020: turned off", cfg: func(c *Config) { c.LocalNXDOMAIN.RFC8020 = false },
-			learn: func(l *localNX) { nxAt(l, "b.example.", "example.", 5*time.Second, now) }, ask: "a.b.example."},
+			learn: learnNX("b.example.", "example."), ask: "a.b.example."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
