@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -46,8 +45,7 @@ const ingestDirName = "nodeagent.ingest"
 // policy shared; otherwise, and for any blob containerd does not see after
 // the link, the bytes are streamed over gRPC as before.
 type contentDir struct {
-	dir string      // the content store root, in the agent's mount namespace
-	off atomic.Bool // streaming only, from then on
+	dir string // the content store root, in the agent's mount namespace
 }
 
 // ingester is d in front of cs (containerd's content store on one of the
@@ -130,7 +128,7 @@ func (i dirIngester) Writer(ctx context.Context, opts ...content.WriterOpt) (con
 		}
 	}
 	dg := wo.Desc.Digest
-	if d.off.Load() || dg.Validate() != nil || dg.Algorithm() != digest.SHA256 || wo.Desc.Size <= 0 {
+	if dg.Validate() != nil || dg.Algorithm() != digest.SHA256 || wo.Desc.Size <= 0 {
 		return i.cs.Writer(ctx, opts...)
 	}
 	// In the store already: containerd's writer says AlreadyExists (and
