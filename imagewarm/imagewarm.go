@@ -143,6 +143,11 @@ func (w *Warmer) Run(ctx context.Context) error {
 	c.useSnapshotter(cri.Snapshotter)
 	w.regDirs = w.registryDirs(cri)
 	w.blobs = w.contentDir(ctx, c, cri)
+	if w.blobs != nil {
+		w.m.direct.Set(1)
+	} else {
+		w.m.direct.Set(0)
+	}
 	w.downloads = semaphore.NewWeighted(int64(w.cfg.MaxConcurrentDownloads))
 	w.slots = make(chan int, w.cfg.MaxConcurrentImages)
 	for i := range w.cfg.MaxConcurrentImages {

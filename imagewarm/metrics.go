@@ -16,7 +16,7 @@ const (
 	reasonPlatform     = "platform"     // the image has no manifest for the platform
 	reasonUnavailable  = "unavailable"  // registry down, refused, reset
 	reasonTimeout      = "timeout"      // pullTimeout or a registry too slow
-	reasonDiskFull     = "disk_full"    // ENOSPC in containerd
+	reasonDiskFull     = "disk_full"    // ENOSPC in containerd or the agent's blob writes
 	reasonCredentials  = "credentials"  // a credential source failed (provider, Secret)
 	reasonContainerd   = "containerd"   // containerd or its CRI refused
 	reasonOther        = "other"
@@ -32,6 +32,7 @@ type metrics struct {
 	repulls     *prometheus.CounterVec
 	fetched     prometheus.Counter
 	duration    prometheus.Histogram
+	direct      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,8 +58,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "pull_duration_seconds",
 			Help:    "Duration of successful pulls (fetch and unpack) of one image.",
 			Buckets: []float64{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
+		direct: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "direct_blob_write",
+			Help: "1 when blobs are written into containerd's content store directory (blobWrite: direct and containerd sees them there), 0 when they stream over gRPC."}),
 	}
-	for _, c := range []prometheus.Collector{m.state, m.bytes, m.size, m.pullSeconds, m.failures, m.pulls, m.repulls, m.fetched, m.duration} {
+	for _, c := range []prometheus.Collector{m.state, m.bytes, m.size, m.pullSeconds, m.failures, m.pulls, m.repulls, m.fetched, m.duration, m.direct} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -83,8 +83,8 @@ func TestRootRecordsMatchCRI(t *testing.T) {
 			for i := range refs {
 				waitState(t, r.w, i, statePresent, 2*time.Minute)
 			}
-			if direct := r.w.blobs != nil; direct != (tc.blobWrite == blobWriteDirect) {
-				t.Errorf("blobs written directly = %t with blobWrite %s", direct, tc.blobWrite)
+			if direct := testutil.ToFloat64(r.w.m.direct); (direct == 1) != (tc.blobWrite == blobWriteDirect) {
+				t.Errorf("direct_blob_write = %v with blobWrite %s", direct, tc.blobWrite)
 			}
 			noPartialBlobs(t, warmed)
 			if err := r.w.Ready(); err != nil {
