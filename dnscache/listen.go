@@ -124,34 +124,33 @@ func (s *server) serveUDP(c *net.UDPConn, readers int, stop <-chan struct{}) {
 }
 
 func (s *server) readUDP(u *udpSock) {
-	buf := make([]byte, s.cfg.MaxQuerySize+1)
-	out := make([]byte, 0, 1500)
 	q := query{key: make([]byte, 0, 300)}
-	var from peer
-	uio := u.io()
+	b := u.batch(s.cfg.MaxQuerySize + 1)
 	for {
-		n, err := uio.readFrom(buf, &from)
+		n, err := b.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
 				return
 			}
 			continue
 		}
-		req := buf[:n]
-		resp := s.handleQuery(req, protoUDP, &q, out, func(expired *entry) []byte {
-			job := missJob{conn: u, from: from, req: append([]byte(nil), req...), q: q, expired: expired}
-			job.q.key = append([]byte(nil), q.key...)
-			select {
-			case s.misses <- job:
-			default:
-				s.m.dropped.WithLabelValues(dropOverload).Inc()
+		for i := range n {
+			req := b.datagram(i)
+			resp := s.handleQuery(req, protoUDP, &q, b.outs[i][:0], func(expired *entry) []byte {
+				job := missJob{conn: u, from: b.peers[i], req: append([]byte(nil), req...), q: q, expired: expired}
+				job.q.key = append([]byte(nil), q.key...)
+				select {
+				case s.misses <- job:
+				default:
+					s.m.dropped.WithLabelValues(dropOverload).Inc()
+				}
+				return nil
+			})
+			if resp != nil {
+				b.reply(i, resp)
 			}
-			return nil
-		})
-		if resp != nil {
-			uio.writeTo(resp, &from)
-			out = resp[:0]
 		}
+		b.flush()
 	}
 }
 

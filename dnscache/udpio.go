@@ -40,54 +40,20 @@ type peer struct {
 	len uint32
 }
 
-// udpIO is one goroutine's reads and writes on a udpSock. The callbacks
-// handed to RawConn are made once, with their arguments and results in the
-// struct, so that a packet allocates nothing.
+// udpIO writes single answers (the miss workers'). Its callback is made
+// once, with its arguments and result in the struct.
 type udpIO struct {
-	u               *udpSock
-	readFn, writeFn func(fd uintptr) bool
-	rbuf, wbuf      []byte
-	rfrom, wto      *peer
-	n               int
-	rerr, werr      error
+	u       *udpSock
+	writeFn func(fd uintptr) bool
+	wbuf    []byte
+	wto     *peer
+	werr    error
 }
 
 func (u *udpSock) io() *udpIO {
 	o := &udpIO{u: u}
-	o.readFn, o.writeFn = o.recvfrom, o.sendto
+	o.writeFn = o.sendto
 	return o
-}
-
-// readFrom reads one datagram into buf. Its errors are the netpoller's
-// (net.ErrClosed, a deadline) or the socket's (say ECONNREFUSED from an
-// ICMP error), which the caller skips.
-func (o *udpIO) readFrom(buf []byte, from *peer) (int, error) {
-	o.rbuf, o.rfrom, o.n, o.rerr = buf, from, 0, nil
-	err := o.u.rc.Read(o.readFn)
-	o.rbuf, o.rfrom = nil, nil
-	if err != nil {
-		return 0, err
-	}
-	return o.n, o.rerr
-}
-
-func (o *udpIO) recvfrom(fd uintptr) bool {
-	for {
-		o.rfrom.len = uint32(unsafe.Sizeof(o.rfrom.sa))
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(o.rbuf))), uintptr(len(o.rbuf)),
-			0, uintptr(unsafe.Pointer(&o.rfrom.sa)), uintptr(unsafe.Pointer(&o.rfrom.len)))
-		switch e {
-		case 0:
-			o.n = int(r)
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // nothing queued: wait in the netpoller
-		default:
-			o.rerr = e
-		}
-		return true
-	}
 }
 
 // writeTo sends b to the peer a datagram came from.
@@ -116,4 +82,115 @@ func (o *udpIO) sendto(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// udpBatchSize is how many datagrams one recvmmsg reads and one sendmmsg
+// sends. A reader woken by the netpoller finds several queries queued at
+// moderate rates too (about 5 per wake-up at 20,000 QPS from 8 clients).
+const udpBatchSize = 16
+
+// udpBatch is one reader's recvmmsg and sendmmsg state: datagram i of a
+// read is in bufs[i] from peers[i]; its answer is queued with reply and sent
+// with the others by flush. Everything is allocated once.
+type udpBatch struct {
+	u               *udpSock
+	readFn, writeFn func(fd uintptr) bool
+	bufs, outs      [udpBatchSize][]byte
+	peers           [udpBatchSize]peer
+	rhdrs, whdrs    [udpBatchSize]unix.Mmsghdr
+	riovs, wiovs    [udpBatchSize]unix.Iovec
+	n, nw, sent     int
+	rerr            error
+}
+
+func (u *udpSock) batch(bufSize int) *udpBatch {
+	b := &udpBatch{u: u}
+	b.readFn, b.writeFn = b.recvmmsg, b.sendmmsg
+	for i := range udpBatchSize {
+		b.bufs[i] = make([]byte, bufSize)
+		b.outs[i] = make([]byte, 0, 1500)
+		b.riovs[i].Base = &b.bufs[i][0]
+		b.riovs[i].SetLen(bufSize)
+		b.rhdrs[i].Hdr.Iov = &b.riovs[i]
+		b.rhdrs[i].Hdr.SetIovlen(1)
+		b.rhdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.peers[i].sa))
+		b.whdrs[i].Hdr.Iov = &b.wiovs[i]
+		b.whdrs[i].Hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// read waits for datagrams and reads up to udpBatchSize of them; datagram
+// i is datagram(i), from peers[i]. Its errors are those of readFrom.
+func (b *udpBatch) read() (int, error) {
+	b.n, b.rerr = 0, nil
+	if err := b.u.rc.Read(b.readFn); err != nil {
+		return 0, err
+	}
+	return b.n, b.rerr
+}
+
+func (b *udpBatch) datagram(i int) []byte { return b.bufs[i][:b.rhdrs[i].Len] }
+
+func (b *udpBatch) recvmmsg(fd uintptr) bool {
+	for i := range b.rhdrs {
+		b.rhdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(b.peers[i].sa))
+	}
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rhdrs[0])), udpBatchSize, 0, 0, 0)
+		switch e {
+		case 0:
+			b.n = int(r)
+			for i := range b.n {
+				b.peers[i].len = b.rhdrs[i].Hdr.Namelen
+			}
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // nothing queued: wait in the netpoller
+		default:
+			b.rerr = e
+		}
+		return true
+	}
+}
+
+// reply queues resp as the answer to datagram i.
+func (b *udpBatch) reply(i int, resp []byte) {
+	b.outs[i] = resp
+	h := &b.whdrs[b.nw]
+	h.Hdr.Name = (*byte)(unsafe.Pointer(&b.peers[i].sa))
+	h.Hdr.Namelen = b.peers[i].len
+	b.wiovs[b.nw].Base = unsafe.SliceData(resp)
+	b.wiovs[b.nw].SetLen(len(resp))
+	b.nw++
+}
+
+// flush sends the queued answers; one the kernel refuses is skipped (as
+// with sendto, the client retries).
+func (b *udpBatch) flush() {
+	if b.nw > 0 {
+		b.sent = 0
+		b.u.rc.Write(b.writeFn)
+	}
+	for i := range b.nw {
+		b.wiovs[i].Base = nil
+	}
+	b.nw = 0
+}
+
+func (b *udpBatch) sendmmsg(fd uintptr) bool {
+	for b.sent < b.nw {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.whdrs[b.sent])), uintptr(b.nw-b.sent), 0, 0, 0)
+		switch e {
+		case 0:
+			b.sent += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // send buffer full: wait until writable
+		default:
+			b.sent++ // the first one failed
+		}
+	}
+	return true
 }
