@@ -90,7 +90,7 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		// proves the Debian layer carries their libraries.
 		script := "set -e; nodeagent version; mdadm --version; mkfs.xfs -V; mkfs.ext4 -V; nft --version; " +
 			"iptables --version; iptables-legacy --version; conntrack --version; mount --version; " +
-			"findmnt --version; blkid --version; fusermount3 --version; test -s /etc/ssl/certs/ca-certificates.crt; echo TOOLS-OK"
+			"findmnt --version; blkid --version; fusermount3 --version; s3fs --version; test -s /etc/ssl/certs/ca-certificates.crt; echo TOOLS-OK"
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "agent-tools", Namespace: "default"},
 			Spec: corev1.PodSpec{

@@ -144,7 +144,7 @@ func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) e
 			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
 		}
 		if e, err := s.mountEntry(rec.MountPath); err == nil && e != nil && isFUSE(e) {
-			if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", rec.MountPath}, Timeout: 30 * time.Second})); err != nil {
+			if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", s.nsPath(rec.MountPath)}, Timeout: 30 * time.Second})); err != nil {
 				return fmt.Errorf("lazy unmount of the dead mount: %w", err)
 			}
 		}
@@ -165,26 +165,32 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	} else if e != nil {
 		return fmt.Errorf("%s: %w", c.MountPath, errForeign)
 	}
-	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", c.MountPath}})); err != nil {
+	// The daemon's view: host paths in its mount namespace.
+	local := *c
+	local.MountPath = s.nsPath(c.MountPath)
+	if c.Cache != "" {
+		local.Cache = s.nsPath(c.Cache)
+	}
+	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", local.MountPath}})); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.host.Path(s.o.StateDir), 0o700); err != nil {
 		return err
 	}
-	argv := s.o.daemonArgv(c)
+	argv := s.o.daemonArgv(&local)
 	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
 	daemon := argv
 	if c.driver() == DriverRclone {
 		daemon = append([]string{"env", "-u", "AWS_CA_BUNDLE"}, argv...)
 	}
 	script := `log=$1; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null`
-	start := hostexec.Cmd{Name: "sh", Args: append([]string{"-c", script, "sh", logFile}, daemon...), Timeout: 30 * time.Second}
+	start := hostexec.Cmd{Name: "sh", Args: append([]string{"-c", script, "sh", s.nsPath(logFile)}, daemon...), Timeout: 30 * time.Second}
 	if _, err := s.exec.Run(ctx, s.inNamespace(start)); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(s.o.MountTimeout)
 	for {
-		pid := s.findDaemon(argv, c.MountPath)
+		pid := s.findDaemon(argv, local.MountPath)
 		e, _ := s.mountEntry(c.MountPath)
 		if e != nil && pid > 0 && s.statRoot(ctx, c.MountPath) == nil {
 			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv}

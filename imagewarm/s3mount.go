@@ -139,7 +139,7 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 		if !isFUSE(e) {
 			return fmt.Errorf("%s is now a %s mount, not ours: left alone", rec.MountPath, e.FSType)
 		}
-		if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", rec.MountPath}, Timeout: 30 * time.Second})); err != nil {
+		if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", s.nsPath(rec.MountPath)}, Timeout: 30 * time.Second})); err != nil {
 			return fmt.Errorf("unmount %s: %w", rec.MountPath, err)
 		}
 	}
@@ -191,14 +191,20 @@ func (s *s3Mounts) forget(name string) error {
 	return nil
 }
 
-// mountEntry is the host's mountinfo line for path, or nil.
+// mountEntry is the mountinfo line for the host path, or nil: PID 1's for
+// namespace host, the agent's own (where it is below the host root) for
+// namespace agent.
 func (s *s3Mounts) mountEntry(path string) (*mountinfo.Info, error) {
-	f, err := os.Open(s.host.Proc("1", "mountinfo"))
+	pid := "1"
+	if s.o.Namespace != MountNamespaceHost {
+		pid = "self"
+	}
+	f, err := os.Open(s.host.Proc(pid, "mountinfo"))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	ms, err := mountinfo.GetMountsFromReader(f, mountinfo.SingleEntryFilter(path))
+	ms, err := mountinfo.GetMountsFromReader(f, mountinfo.SingleEntryFilter(s.nsPath(path)))
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +216,16 @@ func (s *s3Mounts) mountEntry(path string) (*mountinfo.Info, error) {
 
 func isFUSE(e *mountinfo.Info) bool {
 	return e.FSType == "fuse" || strings.HasPrefix(e.FSType, "fuse.")
+}
+
+// nsPath is where host path p is in the mount namespace the daemons run in:
+// p itself in the host's, below the host root in the agent's (where, in a
+// pod, a Bidirectional host path carries the mount to the host), as raid does.
+func (s *s3Mounts) nsPath(p string) string {
+	if s.o.Namespace == MountNamespaceHost {
+		return p
+	}
+	return s.host.Path(p)
 }
 
 // inNamespace wraps c to run in PID 1's mount namespace when configured
@@ -234,7 +250,7 @@ func (s *s3Mounts) cmdline(pid int) []string {
 // daemonAlive: rec's process still runs and is a daemon of rec's path (a
 // reused PID is not).
 func (s *s3Mounts) daemonAlive(rec *mountRecord) bool {
-	return rec.PID > 0 && isDaemonOf(s.cmdline(rec.PID), rec.Argv, rec.MountPath)
+	return rec.PID > 0 && isDaemonOf(s.cmdline(rec.PID), rec.Argv, s.nsPath(rec.MountPath))
 }
 
 // isDaemonOf: argv is a process of the same binary naming mountPath.
