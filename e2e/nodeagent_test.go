@@ -352,6 +352,10 @@ func TestNodeagentDaemonSetAsRoot(t *testing.T) {
 		testRaidSingleDisk(ctx, t, c, ref)
 	})
 
+	t.Run("S3MountSurvivesDaemonKillAndAgentRestart", func(t *testing.T) {
+		testS3Mounts(ctx, t, c, ref)
+	})
+
 	t.Run("Interrupt", func(t *testing.T) {
 		testInterrupt(ctx, t, c)
 	})

@@ -54,6 +54,9 @@ var watchedDirs = []string{
 	// hostPath volumes of the nodeagent DaemonSet (DirectoryOrCreate).
 	"/mnt/nodeagent",
 	"/var/lib/nodeagent",
+	// imagewarm's S3 mounts: the allowed root and the mount records.
+	"/mnt/s3",
+	"/run/nodeagent",
 }
 
 // Kernel parameters the kubelet sets on start (protectKernelDefaults=false);

@@ -34,3 +34,6 @@ phase "coredns ${coredns_version}"
 # ec2-metadata-mock for the interrupt e2e test.
 bash "${repo}/interrupt/hack/prereqs.sh"
 phase "interrupt"
+# versitygw for the S3 mount test.
+bash "${repo}/imagewarm/hack/prereqs.sh"
+phase "imagewarm"
