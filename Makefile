@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export NODEAGENT_CACHE ?= $(HOME)/.cache/nodeagent
 
-.PHONY: all build build-arm64 run test test-unit e2e bench bench-idle bench-dns bench-conntrack bench-interrupt bench-imagewarm lint manifests clean
+.PHONY: all build build-arm64 run test test-unit e2e bench bench-idle bench-dns bench-conntrack bench-interrupt bench-imagewarm bench-s3 lint manifests clean
 
 all: lint test
 
@@ -26,7 +26,7 @@ test-unit: ## fast tests only (root tests skip unless root)
 e2e: ## the end-to-end suite on a real single-node cluster
 	bash e2e/hack/run.sh
 
-bench: bench-idle bench-dns bench-conntrack bench-interrupt bench-imagewarm
+bench: bench-idle bench-dns bench-conntrack bench-interrupt bench-imagewarm bench-s3
 
 bench-idle: build ## idle agent RSS and CPU, every feature disabled
 	bash cmd/nodeagent/bench-idle.sh bin/nodeagent
@@ -42,6 +42,9 @@ bench-interrupt: ## interrupt reaction time over 20 spot notices (mock + real co
 
 bench-imagewarm: ## image pre-pull vs ctr pull (sequential) and CRI PullImage x5 (concurrent)
 	bash imagewarm/hack/bench.sh
+
+bench-s3: ## S3 mount heal time over 20 daemon kills (vs no agent) and read MB/s through the mount vs direct S3 GET
+	bash imagewarm/hack/bench-s3.sh
 
 lint:
 	bash .ci/lint.sh

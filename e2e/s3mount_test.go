@@ -77,7 +77,7 @@ func s3Record() (pid int, err error) {
 	return r.PID, json.Unmarshal(b, &r)
 }
 
-// readLog is the reader pod's log parsed: each line "OK <unix time>" or
+// readerLog is the reader pod's log parsed: each line "OK <unix time>" or
 // "FAIL <unix time> <what>".
 type readResult struct {
 	ok   bool
@@ -94,6 +94,9 @@ func readerLog(t *testing.T, c *cluster.Cluster) []readResult {
 	var out []readResult
 	for _, line := range strings.Split(l, "\n") {
 		f := strings.Fields(line)
+		if len(f) > 3 && (f[1] == "stdout" || f[1] == "stderr") {
+			f = f[3:] // the CRI log prefix: time, stream, tag
+		}
 		if len(f) < 2 || (f[0] != "OK" && f[0] != "FAIL") {
 			continue
 		}

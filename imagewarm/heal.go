@@ -1,6 +1,7 @@
 package imagewarm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -238,28 +239,18 @@ func (s *s3Mounts) detachCgroup(pid int) error {
 		return nil
 	}
 	root := s.host.Path(s.o.CgroupRoot)
-	var dirs []string
-	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err == nil {
-		dirs = []string{root} // v2
-	} else {
-		entries, err := os.ReadDir(root)
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			d := filepath.Join(root, e.Name())
-			if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
-				continue // cpu -> cpu,cpuacct links
-			}
-			if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
-				dirs = append(dirs, d)
-			}
-		}
+	dirs, err := cgroupHierarchies(root)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, d := range dirs {
 		cg := filepath.Join(d, cgroupDir)
 		if err := os.Mkdir(cg, 0o755); err != nil && !os.IsExist(err) {
+			errs = append(errs, err)
+			continue
+		}
+		if err := inheritCpuset(d, cg); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -271,4 +262,62 @@ func (s *s3Mounts) detachCgroup(pid int) error {
 		return fmt.Errorf("no cgroup hierarchy under %s", root)
 	}
 	return errors.Join(errs...)
+}
+
+// cgroupHierarchies are the hierarchies below root: root itself (v2), or
+// every v1 controller directory.
+func cgroupHierarchies(root string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err == nil {
+		return []string{root}, nil // v2
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range entries {
+		d := filepath.Join(root, e.Name())
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue // cpu -> cpu,cpuacct links
+		}
+		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs, nil
+}
+
+// removeCgroups removes the agent's daemon cgroup from every hierarchy once
+// no mount is configured (rmdir: only an empty one goes; the name is the
+// agent's own, nothing else is touched).
+func (s *s3Mounts) removeCgroups() {
+	if s.o.CgroupRoot == "" {
+		return
+	}
+	dirs, _ := cgroupHierarchies(s.host.Path(s.o.CgroupRoot))
+	for _, d := range dirs {
+		if err := os.Remove(filepath.Join(d, cgroupDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Info("daemon cgroup not removed", "cgroup", filepath.Join(d, cgroupDir), "err", err)
+		}
+	}
+}
+
+// inheritCpuset gives a new v1 cpuset cgroup its parent's CPUs and memory
+// nodes: a v1 cpuset cgroup starts with none, and refuses tasks until it has
+// both. Other hierarchies have no such files.
+func inheritCpuset(parent, cg string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := os.ReadFile(filepath.Join(cg, f))
+		if err != nil || len(bytes.TrimSpace(cur)) > 0 {
+			continue // not a v1 cpuset, or set already
+		}
+		v, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(cg, f), v, 0o644); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(cg, f), err)
+		}
+	}
+	return nil
 }

@@ -213,8 +213,12 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		t.Fatalf("big.bin through the mount: sha256 %s, want %s", got, want)
 	}
 	rec := record()
-	if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", rec.PID)); !strings.Contains(string(cg), cgroupDir) {
-		t.Errorf("daemon %d not in the agent's cgroup %s:\n%s", rec.PID, cgroupDir, cg)
+	// In the agent's cgroup in every hierarchy (v1 cpuset too).
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", rec.PID))
+	for _, l := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+		if !strings.HasSuffix(l, ":/"+cgroupDir) {
+			t.Errorf("daemon %d not in the agent's cgroup %s: %s", rec.PID, cgroupDir, l)
+		}
 	}
 
 	// kill -9 of the daemon: healed within 10 s, the file reads again.
@@ -273,4 +277,15 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		}
 		return nil
 	})
+	// With no mount left, the daemons' cgroup is gone from every hierarchy
+	// (unless another agent on this host has a daemon in it: not empty).
+	hier, err := cgroupHierarchies(cfg.S3.CgroupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range hier {
+		if procs, err := os.ReadFile(filepath.Join(d, cgroupDir, "cgroup.procs")); err == nil && len(procs) == 0 {
+			t.Errorf("empty %s left behind", filepath.Join(d, cgroupDir))
+		}
+	}
 }

@@ -64,6 +64,9 @@ func newS3Mounts(c *S3Config, host hostpath.Paths, ex hostexec.Runner, log *slog
 // returns.
 func (s *s3Mounts) run(ctx context.Context) {
 	s.removeUnconfigured(ctx)
+	if len(s.mounts) == 0 {
+		s.removeCgroups()
+	}
 	var wg sync.WaitGroup
 	for _, mt := range s.mounts {
 		wg.Go(func() { s.keep(ctx, mt) })
@@ -145,6 +148,12 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 	}
 	if s.daemonAlive(rec) {
 		_ = syscall.Kill(rec.PID, syscall.SIGTERM)
+		// Until it exits (its cgroup can go only then), at most 5 s.
+		for i := 0; i < 100 && s.daemonAlive(rec); i++ {
+			if !sleep(ctx, 50*time.Millisecond) {
+				break
+			}
+		}
 	}
 	return s.forget(rec.Name)
 }
