@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 )
 
@@ -22,6 +24,8 @@ var errForeign = errors.New("mounted by something else (not in the agent's recor
 func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 	backoff := s.o.Retry.InitialBackoff
 	var downSince time.Time
+	failNoticed := false // a Warning Event for this run of failures was sent
+	lastFail := ""       // the last attempt's error, kept in the not-ready reason
 	for ctx.Err() == nil {
 		wait := jitter(s.o.CheckInterval)
 		rec, reason, err := s.check(ctx, mt)
@@ -35,11 +39,16 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 			}
 			s.set(mt, true, "")
 			backoff = s.o.Retry.InitialBackoff
+			failNoticed, lastFail = false, ""
 		default:
 			if downSince.IsZero() {
 				downSince = time.Now()
 			}
-			s.set(mt, false, reason)
+			if lastFail != "" {
+				s.set(mt, false, reason+": mount failed: "+lastFail)
+			} else {
+				s.set(mt, false, reason)
+			}
 			heal := rec != nil
 			if heal {
 				s.log.Warn("S3 mount dead, mounting again", "mount", mt.cfg.Name, "reason", reason, "pid", rec.PID)
@@ -53,10 +62,19 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 				backoff = min(2*backoff, s.o.Retry.MaxBackoff)
 				s.set(mt, false, reason+": mount failed: "+err.Error())
 				s.log.Warn("S3 mount failed", "mount", mt.cfg.Name, "retryIn", wait.Round(time.Millisecond), "err", err)
+				if s.kube != nil && !failNoticed {
+					s.kube.Event(corev1.EventTypeWarning, "S3MountFailed", "Mount", "%s (%s at %s): %s: %v",
+						mt.cfg.Name, mt.cfg.Bucket, mt.cfg.MountPath, reason, err)
+				}
+				failNoticed, lastFail = true, err.Error()
 				break
 			}
 			if heal {
 				s.m.heals.WithLabelValues(mt.cfg.Name, reason).Inc()
+				if s.kube != nil {
+					s.kube.Event(corev1.EventTypeNormal, "S3MountHealed", "Remount", "%s (%s at %s): %s (daemon %d), mounted again after %s",
+						mt.cfg.Name, mt.cfg.Bucket, mt.cfg.MountPath, reason, rec.PID, time.Since(downSince).Round(10*time.Millisecond))
+				}
 			}
 			wait = 0 // check it right away
 		}

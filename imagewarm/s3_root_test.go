@@ -21,6 +21,7 @@ import (
 	"github.com/nodeagent/nodeagent/agent"
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
+	"github.com/nodeagent/nodeagent/agent/kube"
 	"github.com/nodeagent/nodeagent/imagewarm/internal/testbed"
 )
 
@@ -112,10 +113,10 @@ type runningWarmer struct {
 	stop func()
 }
 
-func runWarmer(t *testing.T, cfg *Config) *runningWarmer {
+func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}})
+	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}, Kube: k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,8 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	}
 
 	// Mount and read.
-	a := runWarmer(t, cfg)
+	api, k := startedKube(t)
+	a := runWarmer(t, cfg, k)
 	eventually(t, 60*time.Second, "mounted and ready", a.w.Ready)
 	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
 		t.Fatalf("big.bin through the mount: sha256 %s, want %s", got, want)
@@ -240,11 +242,17 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healProcessGone)); n != 1 {
 		t.Errorf("heals counted: %v, want 1", n)
 	}
+	eventually(t, 10*time.Second, "the S3MountHealed Event", func() error {
+		if evs := s3Events(api, "S3MountHealed"); len(evs) != 1 || !strings.HasPrefix(evs[0], "Normal libs (libs at "+mountPath+"): ") {
+			return fmt.Errorf("S3MountHealed Events %q, want one", evs)
+		}
+		return nil
+	})
 
 	// Agent restart: the new instance adopts the daemon (same PID).
 	rec = record()
 	a.stop()
-	b := runWarmer(t, cfg)
+	b := runWarmer(t, cfg, k)
 	eventually(t, 10*time.Second, "ready after restart", b.w.Ready)
 	if r := record(); r.PID != rec.PID || !s3.daemonAlive(r) {
 		t.Fatalf("after restart: daemon %d, want the same %d alive", r.PID, rec.PID)
@@ -260,7 +268,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	// Config without the mount: unmounted, daemon gone, record gone.
 	cfg2 := *cfg
 	cfg2.S3Mounts = nil
-	c := runWarmer(t, &cfg2)
+	c := runWarmer(t, &cfg2, k)
 	eventually(t, 10*time.Second, "unmounted after removal from config", func() error {
 		if e, _ := s3.mountEntry(mountPath); e != nil {
 			return fmt.Errorf("%s still mounted", mountPath)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
+	"github.com/nodeagent/nodeagent/agent/kube"
 )
 
 // s3Mounts keeps the configured S3 mounts up.
@@ -30,6 +31,7 @@ type s3Mounts struct {
 	exec   hostexec.Runner
 	log    *slog.Logger
 	m      *s3metrics
+	kube   *kube.Client // Events on the Node; nil without a cluster
 }
 
 // s3Mount is one configured mount and where it stands.
@@ -316,7 +318,9 @@ func (w *Warmer) newS3() (*s3Mounts, error) {
 	if ex == nil {
 		ex = hostexec.Exec{}
 	}
-	return newS3Mounts(&w.cfg.S3Config, w.deps.Host, ex, w.log, m), nil
+	s := newS3Mounts(&w.cfg.S3Config, w.deps.Host, ex, w.log, m)
+	s.kube = w.deps.Kube
+	return s, nil
 }
 
 // startS3 runs the S3 mounts beside the image loop; the returned func
