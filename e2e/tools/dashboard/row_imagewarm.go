@@ -20,5 +20,15 @@ func imagewarmRow() row {
 			q(`sum by (node, image) (increase(`+w+`pulls_total`+sel()+`[$__rate_interval]))`, "{{node}} {{image}} pulled"),
 			q(`sum by (node, image) (increase(`+w+`repulls_total`+sel()+`[$__rate_interval]))`, "{{node}} {{image}} re-pulled"),
 			q(`sum by (node, image, reason) (increase(`+w+`pull_failures_total`+sel()+`[$__rate_interval]))`, "{{node}} {{image}} {{reason}}")),
+		ts("S3 mounts up", "short", "1 while the mount's root answers the agent's stat, by node and mount (alert NodeagentS3MountDown after 5m at 0).",
+			q(`min by (node, mount) (`+w+`s3_mount_up`+sel()+`)`, "{{node}} {{mount}}")),
+		ts("S3 heals and mount failures", "short", "Dead FUSE daemons mounted again, by reason (alert NodeagentS3MountHealing), and failed mount attempts.",
+			q(`sum by (node, mount, reason) (increase(`+w+`s3_heals_total`+sel()+`[$__rate_interval]))`, "{{node}} {{mount}} {{reason}}"),
+			q(`sum by (node, mount) (increase(`+w+`s3_mount_failures_total`+sel()+`[$__rate_interval]))`, "{{node}} {{mount}} failed")),
+		ts("S3 time to heal", "s", "p50 and p99 from finding a mount dead to its root answering again.",
+			q(`histogram_quantile(0.5, sum by (le) (rate(`+w+`s3_heal_duration_seconds_bucket`+sel()+`[$__rate_interval])))`, "p50"),
+			q(`histogram_quantile(0.99, sum by (le) (rate(`+w+`s3_heal_duration_seconds_bucket`+sel()+`[$__rate_interval])))`, "p99")),
+		ts("S3 daemon memory", "bytes", "Resident memory of each FUSE daemon at the last check.",
+			q(`max by (node, mount) (`+w+`s3_daemon_resident_memory_bytes`+sel()+`)`, "{{node}} {{mount}}")),
 	}}
 }
