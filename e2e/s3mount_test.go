@@ -307,8 +307,7 @@ if [ "${s%% *}" = "$1" ]; then echo "OK $t"; else echo "FAIL $t $s"; fi; sleep 0
 		t.Errorf("the pod read again %s after the kill, want within 10 s", d)
 	}
 	body := scrape(ctx, t)
-	if n := metricValue(body, `nodeagent_imagewarm_s3_heals_total{mount="libs",reason="enotconn"}`) +
-		metricValue(body, `nodeagent_imagewarm_s3_heals_total{mount="libs",reason="process_gone"}`); n != 1 {
+	if n := heals(body); n != 1 {
 		t.Errorf("heals counted %v, want 1:\n%s", n, grepLines(body, "s3_heals_total"))
 	}
 	pid, err = s3Record()
@@ -337,7 +336,11 @@ if [ "${s%% *}" = "$1" ]; then echo "OK $t"; else echo "FAIL $t $s"; fi; sleep 0
 		return !firstOKAfter(readerLog(t, c), back.Add(time.Second)).IsZero(), nil
 	})
 	if err != nil {
-		t.Errorf("no read after the agent came back: %v", err)
+		l, _ := c.PodLog("default", "s3-reader", "reader")
+		dlog, _ := os.ReadFile(filepath.Join(s3StateDir, "libs.log"))
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		t.Errorf("no read after the agent came back: %v\n---- reader ----\n%s\n---- daemon %d ----\n%s\n%s\n---- daemon log ----\n%s",
+			err, lastBytes(l, 1500), pid, grepLines(string(st), "State"), taskWchans(pid), lastBytes(string(dlog), 2000))
 	}
 	if np, err := s3Record(); err != nil || np != pid {
 		t.Errorf("after the agent restart the record names daemon %d (%v), want the adopted %d", np, err, pid)
@@ -349,8 +352,7 @@ if [ "${s%% *}" = "$1" ]; then echo "OK $t"; else echo "FAIL $t $s"; fi; sleep 0
 		t.Errorf("the pod's reads failed for %s across the agent restart: %s", worst.Round(time.Millisecond), what)
 	}
 	body = scrape(ctx, t)
-	if n := metricValue(body, `nodeagent_imagewarm_s3_heals_total{mount="libs",reason="enotconn"}`) +
-		metricValue(body, `nodeagent_imagewarm_s3_heals_total{mount="libs",reason="process_gone"}`); n != 0 {
+	if n := heals(body); n != 0 {
 		t.Errorf("the new agent healed %v times, want 0 (adopted):\n%s", n, grepLines(body, "s3_heals_total"))
 	}
 	t.Logf("PHASE s3-agent-restart: agent pod deleted -> new agent adopted daemon %d in %s, no failed read",
@@ -366,4 +368,25 @@ if [ "${s%% *}" = "$1" ]; then echo "OK $t"; else echo "FAIL $t $s"; fi; sleep 0
 			t.Errorf("reader container restarted %d times", cs.RestartCount)
 		}
 	}
+}
+
+// heals is the heal count of mount libs for a dead daemon (a missing
+// series counts 0).
+func heals(body string) float64 {
+	n := 0.0
+	for _, r := range []string{"enotconn", "process_gone"} {
+		n += max(0, metricValue(body, `nodeagent_imagewarm_s3_heals_total{mount="libs",reason="`+r+`"}`))
+	}
+	return n
+}
+
+// taskWchans is where each thread of pid waits in the kernel.
+func taskWchans(pid int) string {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/wchan", pid))
+	var out []string
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		out = append(out, string(b))
+	}
+	return strings.Join(out, " ")
 }

@@ -193,10 +193,13 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", local.MountPath}})); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.host.Path(s.o.StateDir), 0o700); err != nil {
+	if err := os.MkdirAll(s.host.Path(s.o.StateDir, c.Name+".tmp"), 0o700); err != nil {
 		return err
 	}
 	argv := s.o.daemonArgv(&local)
+	if s.o.Namespace != MountNamespaceHost {
+		argv = append(argv, s.scratchArgs(c)...)
+	}
 	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
 	daemon := argv
 	if c.driver() == DriverRclone {
@@ -235,6 +238,22 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// scratchArgs point a daemon in the agent's mount namespace at scratch
+// space in stateDir (a host path): the pod's own /tmp and $HOME are gone
+// once the agent pod is deleted, while the daemon keeps running.
+func (s *s3Mounts) scratchArgs(c *S3MountConfig) []string {
+	dir := s.nsPath(filepath.Join(s.o.StateDir, c.Name+".tmp"))
+	switch c.driver() {
+	case DriverS3fs:
+		return []string{"-o", "tmpdir=" + dir}
+	case DriverRclone:
+		if c.Cache == "" {
+			return []string{"--cache-dir", dir}
+		}
+	}
+	return nil
 }
 
 func (s *s3Mounts) logTail(logFile string) string {

@@ -157,6 +157,7 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 			}
 		}
 	}
+	_ = os.RemoveAll(s.host.Path(s.o.StateDir, rec.Name+".tmp"))
 	return s.forget(rec.Name)
 }
 
