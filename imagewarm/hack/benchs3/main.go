@@ -2,8 +2,9 @@
 // binary mounts a bucket of a real S3 server (versitygw on loopback) with
 // the s3fs driver, default check interval. It prints, side by side:
 //
-//   - heal: from kill -9 of the FUSE daemon to the first successful read
-//     through the mount, p50/p99/max over the kills; the reference is the
+//   - heal: from kill -9 of the FUSE daemon (at a random point of the
+//     agent's check cycle) to the first successful read through the
+//     mount, p50/p99/max over the kills; the reference is the
 //     same kill without the agent (the CSI driver's case, #576): the mount
 //     stays dead (ENOTCONN) for the whole window;
 //   - read throughput of a 50 MB object through the mount (cold: each
@@ -21,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -71,7 +73,9 @@ func run(agentBin, vgw string, kills, rounds int, window time.Duration) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("BENCH_DEBUG") == "" {
+		defer os.RemoveAll(dir)
+	}
 	b := &bench{dir: dir, mnt: filepath.Join(dir, "mnt", "libs"), state: filepath.Join(dir, "state")}
 	data := filepath.Join(dir, "data", "libs", "jars")
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -119,27 +123,32 @@ func run(agentBin, vgw string, kills, rounds int, window time.Duration) error {
 	// Heal: kill -9, time to the first good read.
 	var heals []time.Duration
 	for range kills {
-		pid, err := b.daemon()
+		pid, err := b.waitDaemon(0)
 		if err != nil {
 			stop()
 			return err
 		}
+		// A death at a random point of the agent's check cycle (right
+		// after a heal the agent checks at once, then every ~2 s).
+		time.Sleep(time.Duration(mrand.Int64N(int64(2500 * time.Millisecond))))
 		killed := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			stop()
 			return err
 		}
 		waitGone(pid)
+		if os.Getenv("BENCH_DEBUG") != "" {
+			_, err := readWithin(filepath.Join(b.mnt, "probe.txt"), time.Second)
+			fmt.Printf("kill of %d: first read after it: %v (%s)\n", pid, err, time.Since(killed))
+		}
 		if err := waitRead(filepath.Join(b.mnt, "probe.txt"), 30*time.Second); err != nil {
 			stop()
 			return fmt.Errorf("heal: %w", err)
 		}
 		heals = append(heals, time.Since(killed))
-		// Wait for the agent to have recorded the new daemon.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if p, err := b.daemon(); err == nil && p != pid {
-				break
-			}
+		if _, err := b.waitDaemon(pid); err != nil {
+			stop()
+			return err
 		}
 	}
 
@@ -209,7 +218,7 @@ imagewarm:
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--config", f, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "warn", "--log-format", "text", "--node-name", "bench")
+	cmd := exec.Command(bin, "--config", f, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", logLevel(), "--log-format", "text", "--node-name", "bench")
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey)
 	logf, err := os.Create(filepath.Join(b.dir, "agent.log"))
 	if err != nil {
@@ -250,6 +259,22 @@ func (b *bench) daemon() (int, error) {
 		return 0, err
 	}
 	return r.PID, nil
+}
+
+// waitDaemon waits until the agent's record names a daemon other than old
+// (the record is written a moment after the mount answers).
+func (b *bench) waitDaemon(old int) (int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pid, err := b.daemon()
+		if err == nil && pid > 0 && pid != old {
+			return pid, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("no new daemon recorded: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // cleanup stops the daemon, unmounts and removes the daemons' cgroup when
@@ -401,4 +426,12 @@ func shortErr(err error) string {
 		return errno.Error()
 	}
 	return err.Error()
+}
+
+// logLevel is info with BENCH_DEBUG set (the agent's log stays in the temp dir).
+func logLevel() string {
+	if os.Getenv("BENCH_DEBUG") != "" {
+		return "info"
+	}
+	return "warn"
 }
