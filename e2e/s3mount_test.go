@@ -181,10 +181,17 @@ func testS3Mounts(ctx context.Context, t *testing.T, c *cluster.Cluster, image s
 		// its mount, the records, the daemons' cgroups.
 		if pid, err := s3Record(); err == nil && pid > 0 {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+			// Until it has exited: its cgroup can go only then.
+			_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				_, err := os.Stat(fmt.Sprintf("/proc/%d/cmdline", pid))
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				return err != nil || len(b) == 0, nil // gone, or a zombie
+			})
 		}
 		_ = exec.Command("umount", "-l", s3MountPath).Run()
-		for _, d := range []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified", ""} {
-			_ = os.Remove(filepath.Join("/sys/fs/cgroup", d, "nodeagent-s3mounts"))
+		cgs, _ := filepath.Glob("/sys/fs/cgroup/*/nodeagent-s3mounts")
+		for _, cg := range append(cgs, "/sys/fs/cgroup/nodeagent-s3mounts") {
+			_ = os.Remove(cg) // rmdir: only when empty
 		}
 	})
 

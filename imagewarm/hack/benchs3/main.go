@@ -287,7 +287,13 @@ func (b *bench) cleanup() {
 	_ = exec.Command("umount", "-l", b.mnt).Run()
 	cgs, _ := filepath.Glob("/sys/fs/cgroup/*/nodeagent-s3mounts")
 	for _, cg := range append(cgs, "/sys/fs/cgroup/nodeagent-s3mounts") {
-		_ = os.Remove(cg) // rmdir: only when empty
+		// rmdir: only when empty; a daemon that just exited may hold it a moment.
+		for i := 0; i < 50; i++ {
+			if err := os.Remove(cg); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
