@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -327,14 +328,25 @@ func cgroupHierarchies(root string) ([]string, error) {
 // removeCgroups removes the agent's daemon cgroup from every hierarchy once
 // no mount is configured (rmdir: only an empty one goes; the name is the
 // agent's own, nothing else is touched).
-func (s *s3Mounts) removeCgroups() {
+// A daemon that was just stopped keeps it busy (EBUSY) until its last
+// thread has exited: retried for up to 2 s unless a live process (one with
+// a command line: another agent's daemon) is in it.
+func (s *s3Mounts) removeCgroups(ctx context.Context) {
 	if s.o.CgroupRoot == "" {
 		return
 	}
 	dirs, _ := cgroupHierarchies(s.host.Path(s.o.CgroupRoot))
 	for _, d := range dirs {
-		if err := os.Remove(filepath.Join(d, cgroupDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.log.Info("daemon cgroup not removed", "cgroup", filepath.Join(d, cgroupDir), "err", err)
+		cg := filepath.Join(d, cgroupDir)
+		for i := 0; ; i++ {
+			err := os.Remove(cg)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if s.liveIn(cg) || i == 100 || !sleep(ctx, 20*time.Millisecond) {
+				s.log.Info("daemon cgroup not removed", "cgroup", cg, "err", err)
+				break
+			}
 		}
 	}
 }
@@ -357,4 +369,16 @@ func inheritCpuset(parent, cg string) error {
 		}
 	}
 	return nil
+}
+
+// liveIn: a process in cgroup dir cg still has its command line (it is not
+// on its way out).
+func (s *s3Mounts) liveIn(cg string) bool {
+	procs, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+	for _, f := range strings.Fields(string(procs)) {
+		if pid, err := strconv.Atoi(f); err == nil && len(s.cmdline(pid)) > 0 {
+			return true
+		}
+	}
+	return false
 }

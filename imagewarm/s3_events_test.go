@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,16 +23,10 @@ import (
 )
 
 // failingRunner fails every daemon start, as a missing mount-s3 would.
-type failingRunner struct {
-	mu     sync.Mutex
-	starts int
-}
+type failingRunner struct{}
 
-func (r *failingRunner) Run(_ context.Context, c hostexec.Cmd) ([]byte, error) {
+func (failingRunner) Run(_ context.Context, c hostexec.Cmd) ([]byte, error) {
 	if strings.Contains(strings.Join(c.Args, " "), "setsid") {
-		r.mu.Lock()
-		r.starts++
-		r.mu.Unlock()
 		return nil, errors.New("sh: 1: exec: mount-s3: not found")
 	}
 	return nil, nil
@@ -85,8 +78,7 @@ func TestS3MountFailedEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	api, k := startedKube(t)
-	r := &failingRunner{}
-	s := newS3Mounts(&cfg, hostpath.New(root), r, slog.New(slog.DiscardHandler), m)
+	s := newS3Mounts(&cfg, hostpath.New(root), failingRunner{}, slog.New(slog.DiscardHandler), m)
 	s.kube = k
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -95,7 +87,7 @@ func TestS3MountFailedEvent(t *testing.T) {
 
 	eventually(t, 10*time.Second, "five failed attempts and their Event", func() error {
 		if n := testutil.ToFloat64(m.failures.WithLabelValues("libs")); n < 5 {
-			return fmt.Errorf("%v failures yet, %d starts, ready: %v", n, r.starts, s.ready())
+			return fmt.Errorf("%v failures yet, ready: %v", n, s.ready())
 		}
 		if len(s3Events(api, "S3MountFailed")) == 0 {
 			return errors.New("no S3MountFailed Event yet")

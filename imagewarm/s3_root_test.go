@@ -278,7 +278,6 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		}
 		return nil
 	})
-	c.stop()
 	eventually(t, 10*time.Second, "daemon exited", func() error {
 		if s3.daemonAlive(rec) {
 			return fmt.Errorf("daemon %d still running", rec.PID)
@@ -291,9 +290,13 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range hier {
-		if procs, err := os.ReadFile(filepath.Join(d, cgroupDir, "cgroup.procs")); err == nil && len(procs) == 0 {
-			t.Errorf("empty %s left behind", filepath.Join(d, cgroupDir))
+	eventually(t, 10*time.Second, "the daemons' empty cgroups removed", func() error {
+		for _, d := range hier {
+			if procs, err := os.ReadFile(filepath.Join(d, cgroupDir, "cgroup.procs")); err == nil && len(procs) == 0 {
+				return fmt.Errorf("empty %s left behind", filepath.Join(d, cgroupDir))
+			}
 		}
-	}
+		return nil
+	})
+	c.stop()
 }

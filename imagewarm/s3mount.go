@@ -67,7 +67,7 @@ func newS3Mounts(c *S3Config, host hostpath.Paths, ex hostexec.Runner, log *slog
 func (s *s3Mounts) run(ctx context.Context) {
 	s.removeUnconfigured(ctx)
 	if len(s.mounts) == 0 {
-		s.removeCgroups()
+		s.removeCgroups(ctx)
 	}
 	var wg sync.WaitGroup
 	for _, mt := range s.mounts {
@@ -150,11 +150,12 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 	}
 	if s.daemonAlive(rec) {
 		_ = syscall.Kill(rec.PID, syscall.SIGTERM)
-		// Until it exits (its cgroup can go only then), at most 5 s.
-		for i := 0; i < 100 && s.daemonAlive(rec); i++ {
-			if !sleep(ctx, 50*time.Millisecond) {
-				break
-			}
+	}
+	// Until it has exited (its cgroup can go only then; after the unmount
+	// it may already be on its way out), at most 5 s.
+	for i := 0; i < 100 && rec.PID > 0 && !s.exited(rec.PID); i++ {
+		if !sleep(ctx, 50*time.Millisecond) {
+			break
 		}
 	}
 	_ = os.RemoveAll(s.host.Path(s.o.StateDir, rec.Name+".tmp"))
@@ -263,6 +264,21 @@ func (s *s3Mounts) cmdline(pid int) []string {
 // reused PID is not).
 func (s *s3Mounts) daemonAlive(rec *mountRecord) bool {
 	return rec.PID > 0 && isDaemonOf(s.cmdline(rec.PID), rec.Argv, s.nsPath(rec.MountPath))
+}
+
+// exited: pid is gone or a zombie (out of its cgroups). A process that is
+// still exiting has no cmdline any more but is not out yet.
+func (s *s3Mounts) exited(pid int) bool {
+	b, err := os.ReadFile(s.host.Proc(strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return true
+	}
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
 }
 
 // isDaemonOf: argv is a process of the same binary naming mountPath.
