@@ -128,6 +128,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			HostPaths: append(slices.Clone(agentHostPaths),
 				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
 				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 Bidirectional",
 				"/run/nodeagent/s3mounts (DirectoryOrCreate) -> /host/run/nodeagent/s3mounts",

@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -116,7 +118,8 @@ type runningWarmer struct {
 func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}, Kube: k})
+	log := slog.New(slog.NewTextHandler(tlogWriter{t}, nil)) // why a mount was made shows in a failure
+	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}, Kube: k, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,12 +127,16 @@ func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	rw := &runningWarmer{w: w, reg: reg}
+	var once sync.Once
 	rw.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
 	}
+	t.Cleanup(rw.stop) // before the test's end, also when it fails (the log goes to t)
 	return rw
 }
 
@@ -299,4 +306,13 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		return nil
 	})
 	c.stop()
+}
+
+// tlogWriter writes log lines to t.Log.
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
