@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -46,6 +47,36 @@ const ingestDirName = "nodeagent.ingest"
 // the link, the bytes are streamed over gRPC as before.
 type contentDir struct {
 	dir string // the content store root, in the agent's mount namespace
+
+	// writing holds the blobs being written by the agent's own writers
+	// (closed when that writer is done): images that share a layer and
+	// are pulled at once fetch it once, as containerd's ref lock makes
+	// them do over gRPC.
+	mu      sync.Mutex
+	writing map[digest.Digest]chan struct{}
+}
+
+// claim makes the caller the one writer of dgst, or returns what to wait
+// for: the current writer being done.
+func (d *contentDir) claim(dgst digest.Digest) (wait <-chan struct{}, mine bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ch, ok := d.writing[dgst]; ok {
+		return ch, false
+	}
+	if d.writing == nil {
+		d.writing = map[digest.Digest]chan struct{}{}
+	}
+	d.writing[dgst] = make(chan struct{})
+	return nil, true
+}
+
+func (d *contentDir) release(dgst digest.Digest) {
+	d.mu.Lock()
+	ch := d.writing[dgst]
+	delete(d.writing, dgst)
+	d.mu.Unlock()
+	close(ch)
 }
 
 // ingester is d in front of cs (containerd's content store on one of the
@@ -131,13 +162,27 @@ func (i dirIngester) Writer(ctx context.Context, opts ...content.WriterOpt) (con
 	if dg.Validate() != nil || dg.Algorithm() != digest.SHA256 || wo.Desc.Size <= 0 {
 		return i.cs.Writer(ctx, opts...)
 	}
+	// Another pull writing the same blob: wait for it, then look again.
+	for {
+		wait, mine := d.claim(dg)
+		if mine {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	// In the store already: containerd's writer says AlreadyExists (and
 	// leases it) when it is in the namespace, else registers it without data.
 	if _, err := os.Stat(d.blobPath(dg)); err == nil {
+		d.release(dg)
 		return i.cs.Writer(ctx, opts...)
 	}
 	f, err := os.CreateTemp(filepath.Join(d.dir, ingestDirName), dg.Encoded()+"-*.partial")
 	if err != nil {
+		d.release(dg)
 		return nil, fmt.Errorf("content store %s: %w", d.dir, err)
 	}
 	return &fileWriter{d: d, cs: i.cs, opts: opts, desc: wo, f: f, h: dg.Algorithm().Hash(), started: time.Now()}, nil
@@ -186,12 +231,14 @@ func (w *fileWriter) Truncate(size int64) error {
 	return nil
 }
 
-// Close drops an uncommitted blob: nothing half-written stays.
+// Close drops an uncommitted blob: nothing half-written stays. A pull
+// waiting for the same blob then finds it in the store, or writes it.
 func (w *fileWriter) Close() error {
 	if w.done {
 		return nil
 	}
 	w.done = true
+	defer w.d.release(w.desc.Desc.Digest)
 	w.f.Close()
 	return os.Remove(w.f.Name())
 }

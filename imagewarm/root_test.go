@@ -14,11 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -514,4 +517,85 @@ func TestRootDiskFull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRootDirectOneWriterPerBlob: with blobWrite direct, two pulls that
+// need the same blob at once (images sharing a layer) fetch it once: the
+// second writer waits for the first, then finds the blob committed
+// (AlreadyExists, which the fetch handler takes as done), as containerd's
+// ref lock makes it over gRPC. When the first gives up, the second writes
+// the blob itself.
+func TestRootDirectOneWriterPerBlob(t *testing.T) {
+	e := newEnv(t, "")
+	c := e.containerd("ctrd", false)
+	cd, err := dialContainerd(c.Socket, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.close()
+	ctx := namespaces.WithNamespace(e.ctx, "k8s.io")
+	l, err := cd.leases.Create(ctx, leases.WithRandomID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.leases.Delete(context.WithoutCancel(ctx), l)
+	ctx = leases.WithLease(ctx, l.ID) // no GC between the commit and the second writer
+	d := &contentDir{dir: filepath.Join(c.Dir, "root", contentDirName)}
+	if err := d.probe(ctx, cd.content); err != nil {
+		t.Fatal(err)
+	}
+	ing := d.ingester(cd.content)
+	type opened struct {
+		w   content.Writer
+		err error
+	}
+	second := func(ref string, data []byte) <-chan opened {
+		ch := make(chan opened, 1)
+		go func() {
+			w, err := ing.Writer(ctx, content.WithRef(ref), content.WithDescriptor(ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}))
+			ch <- opened{w, err}
+		}()
+		return ch
+	}
+	open := func(ref string, data []byte) content.Writer {
+		r := <-second(ref, data)
+		if r.err != nil {
+			t.Fatalf("writer %s: %v", ref, r.err)
+		}
+		return r.w
+	}
+	write := func(w content.Writer, data []byte) {
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(ctx, int64(len(data)), digest.FromBytes(data)); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+
+	shared := []byte("a layer two images share\n")
+	w1 := open("layer-a", shared)
+	got := second("layer-b", shared)
+	write(w1, shared)
+	if r := <-got; !errdefs.IsAlreadyExists(r.err) {
+		if r.w != nil {
+			r.w.Close()
+		}
+		t.Errorf("second writer of a blob written meanwhile: %v, want AlreadyExists (no second download)", r.err)
+	}
+
+	other := []byte("a layer whose first writer gives up\n")
+	w1 = open("layer-c", other)
+	got = second("layer-d", other)
+	w1.Close()
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("second writer after the first gave up: %v", r.err)
+	}
+	write(r.w, other)
+	if _, err := cd.content.Info(ctx, digest.FromBytes(other)); err != nil {
+		t.Errorf("blob written by the second writer: %v", err)
+	}
+	noPartialBlobs(t, c)
 }
