@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,17 +267,8 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 	gone := !initial && from != 0 && from < s.expired
 	s.mu.Unlock()
 
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	send := func(typ watch.EventType, obj any) bool {
-		raw, _ := json.Marshal(obj)
-		if err := enc.Encode(metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
-			return false
-		}
-		w.(http.Flusher).Flush()
-		return true
-	}
+	send, deadline := watchStream(w, q)
+	defer deadline.Stop()
 	if gone {
 		send(watch.Error, &metav1.Status{
 			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
@@ -285,12 +277,6 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	timeout := 30 * time.Minute
-	if sec, err := strconv.Atoi(q.Get("timeoutSeconds")); err == nil && sec > 0 {
-		timeout = time.Duration(sec) * time.Second
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
 	sent := from
 	for first := true; ; first = false {
 		s.mu.Lock()
@@ -332,6 +318,30 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 func Bump(n *corev1.Node) {
 	rv, _ := strconv.Atoi(n.ResourceVersion)
 	n.ResourceVersion = strconv.Itoa(rv + 1)
+}
+
+// watchStream starts a watch response on w: send writes one event and
+// flushes it (false once the client is gone); deadline fires at the
+// request's timeoutSeconds (30 minutes without), when the watch ends as
+// the API server's would.
+func watchStream(w http.ResponseWriter, q url.Values) (send func(watch.EventType, any) bool, deadline *time.Timer) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+	enc := json.NewEncoder(w)
+	send = func(typ watch.EventType, obj any) bool {
+		raw, _ := json.Marshal(obj)
+		if err := enc.Encode(metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
+			return false
+		}
+		w.(http.Flusher).Flush()
+		return true
+	}
+	timeout := 30 * time.Minute
+	if sec, err := strconv.Atoi(q.Get("timeoutSeconds")); err == nil && sec > 0 {
+		timeout = time.Duration(sec) * time.Second
+	}
+	return send, time.NewTimer(timeout)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,15 +1,12 @@
 package kubetest
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 )
 
@@ -67,23 +64,7 @@ func (s *Server) listOrWatchServices(w http.ResponseWriter, r *http.Request, nam
 	initial := q.Get("sendInitialEvents") == "true"
 	s.mu.Unlock()
 
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	w.(http.Flusher).Flush()
-	enc := json.NewEncoder(w)
-	send := func(typ watch.EventType, obj any) bool {
-		raw, _ := json.Marshal(obj)
-		if err := enc.Encode(metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
-			return false
-		}
-		w.(http.Flusher).Flush()
-		return true
-	}
-	timeout := 30 * time.Minute
-	if sec, err := strconv.Atoi(q.Get("timeoutSeconds")); err == nil && sec > 0 {
-		timeout = time.Duration(sec) * time.Second
-	}
-	deadline := time.NewTimer(timeout)
+	send, deadline := watchStream(w, q)
 	defer deadline.Stop()
 	seen := map[string]bool{}
 	s.mu.Lock()
