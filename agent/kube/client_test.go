@@ -2,8 +2,10 @@ package kube_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +184,48 @@ func TestEventsAreRateLimitedPerReason(t *testing.T) {
 	if e.Reason != "ConfigRejected" || e.Note != "bad key x.y" || e.Regarding.Kind != "Node" || e.Regarding.Name != "node-1" ||
 		e.ReportingController != "nodeagent" || e.Namespace != "default" || e.EventTime.IsZero() {
 		t.Errorf("event = %+v", e)
+	}
+}
+
+// TestServiceWatchWithoutWatchList: an API server without the WatchList
+// feature refuses client-go's first request (a watch with initial events)
+// and the reflector lists instead. The refusal is not a failure to read:
+// Wait does not return it while that list is under way, and gets the
+// Service from the list.
+func TestServiceWatchWithoutWatchList(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-upstream"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.11"}}
+	s := kubetest.New(t, node(), svc)
+	listing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.NoWatchList = true
+	s.BeforeList = func(resource string) {
+		if resource == "services" {
+			once.Do(func() { close(listing) })
+			<-release
+		}
+	}
+	c := client(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w := c.ServiceWatch("kube-system", "kube-dns-upstream")
+	go w.Run(ctx)
+	type waited struct {
+		svc *corev1.Service
+		err error
+	}
+	got := make(chan waited, 1)
+	go func() {
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer wcancel()
+		svc, err := w.Wait(wctx)
+		got <- waited{svc, err}
+	}()
+	<-listing // the watch-list was refused; the list waits for release
+	if err := errors.Unwrap(w.Err()); err != nil {
+		t.Errorf("Err during the fallback list names %v, want no failure yet", err)
+	}
+	close(release)
+	if r := <-got; r.err != nil || r.svc == nil || r.svc.Spec.ClusterIP != "10.96.0.11" {
+		t.Fatalf("Wait = %+v, %v; want the Service from the list", r.svc, r.err)
 	}
 }

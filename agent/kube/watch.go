@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -61,7 +62,9 @@ func newWatch[T interface {
 	}
 	w.lw.WatchFuncWithContext = func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 		wi, err := watchFn(ctx, o)
-		w.setErr(err)
+		if !fallsBackToList(o, err) {
+			w.setErr(err)
+		}
 		return wi, err
 	}
 	set := func(obj any) {
@@ -128,6 +131,18 @@ func (w *Watch[T]) Err() error {
 		return fmt.Errorf("not read yet: %w", w.lastErr)
 	}
 	return errors.New("not read yet")
+}
+
+// fallsBackToList reports whether err, the answer to watch request o, is a
+// watch-list (sendInitialEvents) refusal after which the reflector lists
+// at once: an API server without the WatchList feature answers every one
+// with a status error, and only the list's outcome says whether the object
+// can be read. (It retries the watch-list itself on connection refused and
+// 429, which are failures to report.)
+func fallsBackToList(o metav1.ListOptions, err error) bool {
+	var status apierrors.APIStatus
+	return err != nil && o.SendInitialEvents != nil && *o.SendInitialEvents &&
+		errors.As(err, &status) && !apierrors.IsTooManyRequests(err)
 }
 
 func (w *Watch[T]) setErr(err error) {

@@ -53,6 +53,12 @@ type Server struct {
 	// BeforePatch, if set, runs before each node patch is applied (e.g. to
 	// change the node concurrently).
 	BeforePatch func(*corev1.Node)
+	// NoWatchList answers watch-list requests (sendInitialEvents=true) with
+	// 422, as an API server without the WatchList feature does; client-go
+	// then lists. BeforeList, if set, runs before each list is served.
+	// Set both before the first request.
+	NoWatchList bool
+	BeforeList  func(resource string)
 }
 
 // New serves node (and services) until the test ends.
@@ -150,6 +156,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if q := r.URL.Query(); r.Method == http.MethodGet && (len(p) == 3 || len(p) == 5) {
+		switch {
+		case s.NoWatchList && q.Get("sendInitialEvents") == "true":
+			writeStatus(w, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid,
+				"sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
+			return
+		case s.BeforeList != nil && q.Get("watch") != "true":
+			s.BeforeList(p[len(p)-1])
+		}
+	}
 	if len(p) == 3 && p[0] == "api" && p[2] == "nodes" && r.Method == http.MethodGet {
 		s.listOrWatch(w, r)
 		return
