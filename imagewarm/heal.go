@@ -30,6 +30,12 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 	for ctx.Err() == nil {
 		wait := jitter(s.o.CheckInterval)
 		rec, reason, err := s.check(ctx, mt)
+		if ctx.Err() != nil {
+			// Stopping: a check cut short (its stat answers ctx.Err()) says
+			// nothing about the mount. Acting on it killed a healthy daemon
+			// that the next agent was to adopt.
+			return
+		}
 		switch {
 		case err != nil:
 			s.set(mt, false, err.Error())
@@ -159,6 +165,9 @@ func (s *s3Mounts) statRoot(ctx context.Context, path string) error {
 // remount clears what is left of rec (its daemon, its dead mount: lazily,
 // so open files do not block it) and mounts mt.
 func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err // a stopping agent kills no daemon
+	}
 	if rec != nil {
 		if s.daemonAlive(rec) {
 			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
@@ -230,14 +239,34 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 			return fmt.Errorf("%s exited: %s", argv[0], s.logTail(logFile))
 		}
 		if time.Now().After(deadline) {
-			if pid > 0 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+			s.abandon(argv, local.MountPath, c.MountPath)
 			return fmt.Errorf("%s did not mount in %s: %s", argv[0], s.o.MountTimeout, s.logTail(logFile))
 		}
 		if !sleep(ctx, 100*time.Millisecond) {
+			s.abandon(argv, local.MountPath, c.MountPath)
 			return ctx.Err()
 		}
+	}
+}
+
+// abandon stops a daemon the agent started but did not record (stopping,
+// or its mount never answered): the next agent would find its mount foreign
+// and leave it forever. Killed, its mount lazily unmounted; nothing used it.
+func (s *s3Mounts) abandon(argv []string, nsMountPath, mountPath string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// setsid -f may not have exec'd the daemon yet: look for a moment.
+	for i := 0; i < 10; i++ {
+		if pid := s.findDaemon(argv, nsMountPath); pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			break
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	if e, err := s.mountEntry(mountPath); err == nil && e != nil && isFUSE(e) {
+		_, _ = s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", nsMountPath}, Timeout: 5 * time.Second}))
 	}
 }
 

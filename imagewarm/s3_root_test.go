@@ -200,9 +200,13 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	}
 	s3 := &s3Mounts{o: &cfg.S3, host: hostpath.New("/")}
 	t.Cleanup(func() {
+		// Every daemon of this mount path, recorded or not (one a stopped
+		// warmer started and did not record; one a failed heal left): none
+		// outlives the test, holding fds it inherited (a flock'ed lock).
 		if rec, _ := s3.readRecord("libs"); rec != nil && s3.daemonAlive(rec) {
 			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
 		}
+		killDaemonsOf(t, driver, s3.nsPath(mountPath))
 		_ = exec.Command("umount", "-l", mountPath).Run()
 	})
 	record := func() *mountRecord {
@@ -271,6 +275,12 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	if e, _ := s3.mountEntry(mountPath); e == nil {
 		t.Fatal("cancelling Run unmounted the mount")
 	}
+	// A check in flight when Run is cancelled (its stat answers ctx.Err())
+	// once killed the daemon as "stat_error" (the next agent then mounted
+	// anew instead of adopting it).
+	if !s3.daemonAlive(rec) {
+		t.Fatalf("cancelling Run stopped daemon %d", rec.PID)
+	}
 
 	// Config without the mount: unmounted, daemon gone, record gone.
 	cfg2 := *cfg
@@ -315,4 +325,25 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// killDaemonsOf SIGKILLs every process of driver's binary whose command
+// line names mountPath, until none is left (at most 5 s).
+func killDaemonsOf(t *testing.T, driver, mountPath string) {
+	t.Helper()
+	s3 := &s3Mounts{o: &S3Options{}, host: hostpath.New("/")}
+	argv := []string{driver}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		pid := s3.findDaemon(argv, mountPath)
+		if pid == 0 {
+			return
+		}
+		t.Logf("killing %s daemon %d of %s left at the end of the test", driver, pid, mountPath)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if time.Now().After(deadline) {
+			t.Errorf("%s daemon %d of %s still running", driver, pid, mountPath)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
