@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,12 +28,25 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
 	goleak.VerifyTestMain(m,
 		// go-containerregistry's pushes keep idle keep-alive connections in
 		// http.DefaultTransport; they are not the warmer's.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+// closeInheritedOnExec marks the fds the test binary inherited (a lock
+// fd of `flock LOCK go test`) close-on-exec: a FUSE daemon or server a
+// test starts, outliving a test killed on timeout, holds none of them.
+func closeInheritedOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // env is a registry and the certs.d directory pointing containerd at it.
