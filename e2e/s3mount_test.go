@@ -189,10 +189,21 @@ func testS3Mounts(ctx context.Context, t *testing.T, c *cluster.Cluster, image s
 			})
 		}
 		_ = exec.Command("umount", "-l", s3MountPath).Run()
+		// rmdir (only when empty), retried: a multi-threaded daemon's
+		// leader turns zombie before its last thread leaves the cgroup, so
+		// the first rmdir right after the wait above can get EBUSY (an
+		// empty nodeagent-s3mounts was left in every v1 hierarchy).
 		cgs, _ := filepath.Glob("/sys/fs/cgroup/*/nodeagent-s3mounts")
-		for _, cg := range append(cgs, "/sys/fs/cgroup/nodeagent-s3mounts") {
-			_ = os.Remove(cg) // rmdir: only when empty
-		}
+		cgs = append(cgs, "/sys/fs/cgroup/nodeagent-s3mounts")
+		_ = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			left := false
+			for _, cg := range cgs {
+				if err := os.Remove(cg); err != nil && !os.IsNotExist(err) {
+					left = true
+				}
+			}
+			return !left, nil
+		})
 	})
 
 	good := currentConfig(ctx, t, c)
