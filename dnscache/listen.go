@@ -190,9 +190,10 @@ type missJob struct {
 func (s *server) missWorkers(n int, wg *sync.WaitGroup) {
 	for range n {
 		wg.Go(func() {
+			o := newUDPIO()
 			for job := range s.misses {
 				if resp := s.resolve(job.req, protoUDP, &job.q, job.expired, nil); resp != nil {
-					job.conn.io().writeTo(resp, &job.from)
+					o.writeTo(job.conn, resp, &job.from)
 				}
 			}
 		})

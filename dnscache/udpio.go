@@ -42,26 +42,26 @@ type peer struct {
 	len uint32
 }
 
-// udpIO writes single answers (the miss workers'). Its callback is made
-// once, with its arguments and result in the struct.
+// udpIO writes single answers (the miss workers', one each, whatever the
+// socket). Its callback is made once, with its arguments and result in the
+// struct.
 type udpIO struct {
-	u       *udpSock
 	writeFn func(fd uintptr) bool
 	wbuf    []byte
 	wto     *peer
 	werr    error
 }
 
-func (u *udpSock) io() *udpIO {
-	o := &udpIO{u: u}
+func newUDPIO() *udpIO {
+	o := &udpIO{}
 	o.writeFn = o.sendto
 	return o
 }
 
-// writeTo sends b to the peer a datagram came from.
-func (o *udpIO) writeTo(b []byte, to *peer) error {
+// writeTo sends b on u to the peer a datagram came from.
+func (o *udpIO) writeTo(u *udpSock, b []byte, to *peer) error {
 	o.wbuf, o.wto, o.werr = b, to, nil
-	err := o.u.rc.Write(o.writeFn)
+	err := u.rc.Write(o.writeFn)
 	o.wbuf, o.wto = nil, nil
 	if err != nil {
 		return err
