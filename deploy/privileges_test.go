@@ -20,6 +20,17 @@ type privileges struct {
 // agentHostPaths are mounted whatever features are enabled.
 var agentHostPaths = []string{"/var/lib/nodeagent (DirectoryOrCreate) -> /host/var/lib/nodeagent"}
 
+// imagewarmHostPaths are the agent's and imagewarm's with its defaults
+// (containerd's socket, certs.d, the content store for blobWrite: direct),
+// then more.
+func imagewarmHostPaths(more ...string) []string {
+	return append(append(slices.Clone(agentHostPaths),
+		"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
+		"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
+		"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content"),
+		more...)
+}
+
 // agentOnly is what the agent gets with every feature off.
 var agentOnly = privileges{HostNetwork: true, HostPaths: agentHostPaths}
 
@@ -63,10 +74,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 		{"dnscache", only("dnscache"), dnscacheAlone},
 		{"imagewarm", only("imagewarm"), privileges{
 			HostNetwork: true,
-			HostPaths: append(slices.Clone(agentHostPaths),
-				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
-				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content"),
+			HostPaths:   imagewarmHostPaths(),
 		}},
 		{"imagewarm streaming blobs over gRPC", []string{"--set-string", "config=imagewarm:\n  enabled: true\n  blobWrite: grpc\n"}, privileges{
 			HostNetwork: true,
@@ -90,19 +98,13 @@ func TestPrivilegesPerFeature(t *testing.T) {
 		}},
 		{"imagewarm with no S3 mount listed", []string{"--set-string", "config=imagewarm:\n  enabled: true\n  s3Mounts: []\n"}, privileges{
 			HostNetwork: true,
-			HostPaths: append(slices.Clone(agentHostPaths),
-				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
-				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content"),
+			HostPaths:   imagewarmHostPaths(),
 		}},
 		{"imagewarm with S3 mounts", []string{"--set-string", "config=imagewarm:\n  enabled: true\n" +
 			"  s3Mounts:\n  - name: libs\n    bucket: libs--use1-az4--x-s3\n    mountPath: /mnt/s3/libs\n" +
 			"  s3:\n    allowedRoots:\n    - /mnt/s3\n    - /data/s3\n"}, privileges{
 			HostNetwork: true, HostPID: true, Privileged: true, // /dev/fuse, mount(2) under AppArmor, nsenter into PID 1's mount namespace
-			HostPaths: append(slices.Clone(agentHostPaths),
-				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
-				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
+			HostPaths: imagewarmHostPaths(
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 ro HostToContainer",
 				"/data/s3 (DirectoryOrCreate) -> /host/data/s3 ro HostToContainer",
@@ -113,10 +115,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			"  s3Mounts:\n  - name: libs\n    bucket: libs--use1-az4--x-s3\n    mountPath: /mnt/s3/libs\n" +
 			"  s3:\n    cgroupRoot: \"\"\n"}, privileges{
 			HostNetwork: true, HostPID: true, Privileged: true,
-			HostPaths: append(slices.Clone(agentHostPaths),
-				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
-				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
+			HostPaths: imagewarmHostPaths(
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 ro HostToContainer",
 				"/run/nodeagent/s3mounts (DirectoryOrCreate) -> /host/run/nodeagent/s3mounts"),
@@ -125,10 +124,7 @@ func TestPrivilegesPerFeature(t *testing.T) {
 			"  s3Mounts:\n  - name: libs\n    bucket: libs--use1-az4--x-s3\n    mountPath: /mnt/s3/libs\n" +
 			"  s3:\n    namespace: agent\n"}, privileges{
 			HostNetwork: true, HostPID: true, Privileged: true,
-			HostPaths: append(slices.Clone(agentHostPaths),
-				"/run/containerd/containerd.sock (Socket) -> /host/run/containerd/containerd.sock",
-				"/etc/containerd/certs.d (DirectoryOrCreate) -> /host/etc/containerd/certs.d ro",
-				"/var/lib/containerd/io.containerd.content.v1.content (DirectoryOrCreate) -> /host/var/lib/containerd/io.containerd.content.v1.content",
+			HostPaths: imagewarmHostPaths(
 				"/proc (Directory) -> /host/proc ro",
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 Bidirectional",
 				"/run/nodeagent/s3mounts (DirectoryOrCreate) -> /host/run/nodeagent/s3mounts",
