@@ -91,18 +91,6 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 	}
 }
 
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // check returns the record of mt and why it needs mounting ("" = healthy),
 // or an error when it must be left alone.
 func (s *s3Mounts) check(ctx context.Context, mt *s3Mount) (*mountRecord, string, error) {
