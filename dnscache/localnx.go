@@ -401,14 +401,8 @@ func appendNX(out, req []byte, q *query, soa *soaWire, ttl uint32, proto, udpSiz
 	if q.edns {
 		dst = appendOPT(dst, udpSize, false, 0)
 	}
-	if proto == protoUDP {
-		limit := 512
-		if q.edns {
-			limit = max(min(q.udpSize, udpSize), 512)
-		}
-		if len(dst) > limit {
-			return nil
-		}
+	if len(dst) > q.udpLimit(proto, udpSize) {
+		return nil
 	}
 	return dst
 }

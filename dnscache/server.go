@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -84,6 +85,19 @@ func (s *server) answer(req []byte, proto int, q *query, out []byte) (resp []byt
 	return resp, false, nil
 }
 
+// udpLimit is the largest answer q's client takes over proto: 512 bytes
+// without EDNS, the client's and the cache's UDP sizes with it, unbounded
+// over TCP.
+func (q *query) udpLimit(proto, bufSize int) int {
+	switch {
+	case proto != protoUDP:
+		return math.MaxInt
+	case q.edns:
+		return max(min(q.udpSize, bufSize), 512)
+	}
+	return 512
+}
+
 // write renders e for q and counts the request.
 func (s *server) write(out []byte, e *entry, req []byte, q *query, proto int, now int64, stale bool) []byte {
 	var staleTTL uint32
@@ -91,14 +105,8 @@ func (s *server) write(out []byte, e *entry, req []byte, q *query, proto int, no
 		staleTTL = uint32(s.cfg.Cache.StaleAnswerTTL / time.Second)
 	}
 	resp := appendAnswer(out, e, req, q, now, staleTTL, s.cfg.UDPBufferSize)
-	if proto == protoUDP {
-		limit := 512
-		if q.edns {
-			limit = max(min(q.udpSize, s.cfg.UDPBufferSize), 512)
-		}
-		if len(resp) > limit {
-			resp = truncate(resp, limit)
-		}
+	if limit := q.udpLimit(proto, s.cfg.UDPBufferSize); len(resp) > limit {
+		resp = truncate(resp, limit)
 	}
 	if e.reqs != nil && e.reqsOf == s.m {
 		e.reqs[proto].Inc()
