@@ -173,6 +173,18 @@ func waitState(t *testing.T, w *Warmer, i int, state string, timeout time.Durati
 	}
 }
 
+// wantReason reports an error unless image i's failure reason is want.
+func wantReason(t *testing.T, w *Warmer, i int, want string) {
+	t.Helper()
+	s := w.images[i]
+	s.mu.Lock()
+	got, err := s.reason, s.err
+	s.mu.Unlock()
+	if got != want {
+		t.Errorf("%s: reason %q (%v), want %s", s.label(), got, err, want)
+	}
+}
+
 // dump is everything a pull leaves in containerd's k8s.io namespace,
 // without timestamps: image records, snapshots, content labels.
 type dump struct {

@@ -272,13 +272,8 @@ func TestRootRegistryStoppedMidPull(t *testing.T) {
 	proxy.Cut()
 	waitState(t, r.w, 0, stateFailed, time.Minute)
 	noPartialBlobs(t, c)
+	wantReason(t, r.w, 0, reasonUnavailable)
 	s := r.w.images[0]
-	s.mu.Lock()
-	reason, ferr := s.reason, s.err
-	s.mu.Unlock()
-	if reason != reasonUnavailable {
-		t.Errorf("reason %q (%v), want %s", reason, ferr, reasonUnavailable)
-	}
 	if err := r.w.Ready(); err == nil || !strings.Contains(err.Error(), "failed (unavailable") {
 		t.Errorf("Ready = %v, want it to name the failure", err)
 	}
@@ -394,13 +389,7 @@ func TestRootBadImagesOthersProceed(t *testing.T) {
 	waitState(t, r.w, 1, stateFailed, time.Minute)
 	waitState(t, r.w, 2, stateFailed, time.Minute)
 	for i, want := range map[int]string{1: reasonNotFound, 2: reasonPlatform} {
-		s := r.w.images[i]
-		s.mu.Lock()
-		got, err := s.reason, s.err
-		s.mu.Unlock()
-		if got != want {
-			t.Errorf("%s: reason %q (%v), want %s", s.label(), got, err, want)
-		}
+		wantReason(t, r.w, i, want)
 	}
 	err := r.w.Ready()
 	if err == nil || !strings.Contains(err.Error(), "no-such-tag") || strings.Contains(err.Error(), "s390x") {
@@ -485,13 +474,8 @@ func TestRootDiskFull(t *testing.T) {
 			r := e.warm(c, []ImageConfig{{Ref: ref, Required: true}}, func(c *Config) { c.BlobWrite = blobWrite })
 			waitState(t, r.w, 0, stateFailed, time.Minute)
 			r.stop()
+			wantReason(t, r.w, 0, reasonDiskFull)
 			s := r.w.images[0]
-			s.mu.Lock()
-			reason, ferr := s.reason, s.err
-			s.mu.Unlock()
-			if reason != reasonDiskFull {
-				t.Errorf("reason %q (%v), want %s", reason, ferr, reasonDiskFull)
-			}
 			if n := testutil.ToFloat64(r.w.m.failures.WithLabelValues(s.label(), reasonDiskFull)); n < 1 {
 				t.Errorf("pull_failures_total{reason=disk_full} = %v", n)
 			}
