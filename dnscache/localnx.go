@@ -132,37 +132,33 @@ func labelOffsets(dst []int, w []byte) []int {
 }
 
 // under reports whether the wire name w is n or below it, and at which
-// offset n starts in w (offs: w's label offsets).
-func under(w []byte, offs []int, n []byte) (int, bool) {
+// offset n starts in w.
+func under(w, n []byte) (int, bool) {
 	if len(n) > len(w) {
 		return 0, false
 	}
 	o := len(w) - len(n)
-	if string(w[o:]) != string(n) {
+	if string(w[o:]) != string(n) || !onBoundary(w, o) {
 		return 0, false
 	}
-	for _, x := range offs {
-		if x == o {
-			return o, true
-		}
-	}
-	return 0, false
+	return o, true
 }
 
 // exempted reports whether w is an exempt name, below one, or above one (an
 // empty non-terminal of an exempt name exists).
-func (l *localNX) exempted(w []byte, offs []int) bool {
+func (l *localNX) exempted(w []byte) bool {
 	for _, e := range l.exempt {
-		if _, ok := under(w, offs, e); ok {
+		if _, below := under(w, e); below {
 			return true
 		}
-		if len(e) > len(w) && string(e[len(e)-len(w):]) == string(w) && onBoundary(e, len(e)-len(w)) {
+		if _, above := under(e, w); above {
 			return true
 		}
 	}
 	return false
 }
 
+// onBoundary reports whether a label of the wire name w starts at offset o.
 func onBoundary(w []byte, o int) bool {
 	for off := 0; off < len(w); off += int(w[off]) + 1 {
 		if off == o {
@@ -188,10 +184,10 @@ func labels(w []byte, offs []int, end int) [][]byte {
 }
 
 // schemaDomain returns the longest schema domain w is in, and where it starts.
-func (l *localNX) schemaDomain(w []byte, offs []int) (int, bool) {
+func (l *localNX) schemaDomain(w []byte) (int, bool) {
 	best, found := len(w)+1, false
 	for _, d := range l.domains {
-		if o, ok := under(w, offs, d); ok && o < best {
+		if o, ok := under(w, d); ok && o < best {
 			best, found = o, true
 		}
 	}
@@ -302,18 +298,18 @@ func (l *localNX) answer(out, req []byte, q *query, proto int, udpSize int, now 
 	w := q.key[:len(q.key)-5]
 	var offBuf [128]int
 	offs := labelOffsets(offBuf[:0], w)
-	if l.exempted(w, offs) {
+	if l.exempted(w) {
 		return nil, nil, ""
 	}
 	var z *zone
 	zoneOff := len(w) - 1 // the root
 	for _, wz := range l.zones {
-		if o, ok := under(w, offs, wz.wire); ok {
+		if o, ok := under(w, wz.wire); ok {
 			z, zoneOff = wz.z, o
 			break
 		}
 	}
-	dOff, inDomain := l.schemaDomain(w, offs)
+	dOff, inDomain := l.schemaDomain(w)
 	if l.schema && inDomain {
 		if soa := l.st.soa(w[dOff:]); soa != nil && schemaRuledOut(labels(w, offs, dOff)) {
 			ttl := uint32(clampTTL(time.Duration(soa.negTTL)*time.Second, l.policy.min, l.policy.denial) / time.Second)
@@ -468,11 +464,9 @@ func (l *localNX) learnSOA(w []byte, rrs []dns.RR) *soaWire {
 		return nil
 	}
 	owner := wireName(soa.Hdr.Name)
-	var offBuf [128]int
-	offs := labelOffsets(offBuf[:0], w)
 	for _, d := range l.domains {
 		if string(owner) == string(d) {
-			if _, ok := under(w, offs, d); ok {
+			if _, ok := under(w, d); ok {
 				l.st.mu.Lock()
 				l.st.soas[string(d)] = sw
 				l.st.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 func schemaVerdict(name, domain string) bool {
 	w := wireName(name)
 	offs := labelOffsets(nil, w)
-	o, ok := under(w, offs, wireName(domain))
+	o, ok := under(w, wireName(domain))
 	if !ok {
 		return false
 	}
