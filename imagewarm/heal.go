@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,7 +49,8 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 			backoff = s.o.Retry.InitialBackoff
 			failNoticed, lastFail = false, ""
 		default:
-			if downSince.IsZero() {
+			changed := reason == healConfigChanged // not dead: no heal time, no Event
+			if downSince.IsZero() && !changed {
 				downSince = time.Now()
 			}
 			if lastFail != "" {
@@ -57,7 +59,11 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 				s.set(mt, false, reason)
 			}
 			heal := rec != nil
-			if heal {
+			switch {
+			case heal && changed:
+				s.log.Info("S3 mount options changed, mounting again", "mount", mt.cfg.Name, "pid", rec.PID,
+					"was", strings.Join(rec.Argv, " "), "now", strings.Join(s.startArgv(&mt.cfg), " "))
+			case heal:
 				s.log.Warn("S3 mount dead, mounting again", "mount", mt.cfg.Name, "reason", reason, "pid", rec.PID)
 			}
 			if err := s.remount(ctx, mt, rec); err != nil {
@@ -78,7 +84,7 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 			}
 			if heal {
 				s.m.heals.WithLabelValues(mt.cfg.Name, reason).Inc()
-				if s.kube != nil {
+				if s.kube != nil && !changed {
 					s.kube.Event(corev1.EventTypeNormal, "S3MountHealed", "Remount", "%s (%s at %s): %s (daemon %d), mounted again after %s",
 						mt.cfg.Name, mt.cfg.Bucket, mt.cfg.MountPath, reason, rec.PID, time.Since(downSince).Round(10*time.Millisecond))
 				}
@@ -125,6 +131,11 @@ func (s *s3Mounts) check(ctx context.Context, mt *s3Mount) (*mountRecord, string
 		return rec, healENOTCONN, nil
 	case err != nil:
 		return rec, healStatError, nil
+	}
+	// Healthy, but started with other options than the config's now (same
+	// name and path, a hot reload): mounted again to take them.
+	if !slices.Equal(rec.Argv, s.startArgv(&mt.cfg)) {
+		return rec, healConfigChanged, nil
 	}
 	return rec, "", nil
 }
@@ -182,22 +193,14 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	} else if e != nil {
 		return fmt.Errorf("%s: %w", c.MountPath, errForeign)
 	}
-	// The daemon's view: host paths in its mount namespace.
-	local := *c
-	local.MountPath = s.nsPath(c.MountPath)
-	if c.Cache != "" {
-		local.Cache = s.nsPath(c.Cache)
-	}
-	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", local.MountPath}})); err != nil {
+	nsMountPath := s.nsPath(c.MountPath)
+	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", nsMountPath}})); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.host.Path(s.o.StateDir, c.Name+".tmp"), 0o700); err != nil {
 		return err
 	}
-	argv := s.o.daemonArgv(&local)
-	if s.o.Namespace != MountNamespaceHost {
-		argv = append(argv, s.scratchArgs(c)...)
-	}
+	argv := s.startArgv(c)
 	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
 	daemon := argv
 	if c.driver() == DriverRclone {
@@ -210,7 +213,7 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	}
 	deadline := time.Now().Add(s.o.MountTimeout)
 	for {
-		pid := s.findDaemon(argv, local.MountPath)
+		pid := s.findDaemon(argv, nsMountPath)
 		e, _ := s.mountEntry(c.MountPath)
 		if e != nil && pid > 0 && s.statRoot(ctx, c.MountPath) == nil {
 			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv}
@@ -227,14 +230,31 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 			return fmt.Errorf("%s exited: %s", argv[0], s.logTail(logFile))
 		}
 		if time.Now().After(deadline) {
-			s.abandon(argv, local.MountPath, c.MountPath)
+			s.abandon(argv, nsMountPath, c.MountPath)
 			return fmt.Errorf("%s did not mount in %s: %s", argv[0], s.o.MountTimeout, s.logTail(logFile))
 		}
 		if !sleep(ctx, 100*time.Millisecond) {
-			s.abandon(argv, local.MountPath, c.MountPath)
+			s.abandon(argv, nsMountPath, c.MountPath)
 			return ctx.Err()
 		}
 	}
+}
+
+// startArgv is the daemon's command line for c as mount starts it and its
+// record keeps it: c in the daemon's mount namespace (host paths below the
+// host root in namespace agent), plus scratch space in namespace agent.
+// check compares a record's with it to find changed options.
+func (s *s3Mounts) startArgv(c *S3MountConfig) []string {
+	local := *c
+	local.MountPath = s.nsPath(c.MountPath)
+	if c.Cache != "" {
+		local.Cache = s.nsPath(c.Cache)
+	}
+	argv := s.o.daemonArgv(&local)
+	if s.o.Namespace != MountNamespaceHost {
+		argv = append(argv, s.scratchArgs(c)...)
+	}
+	return argv
 }
 
 // abandon stops a daemon the agent started but did not record (stopping,

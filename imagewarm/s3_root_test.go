@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -282,6 +284,52 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		t.Fatalf("cancelling Run stopped daemon %d", rec.PID)
 	}
 
+	// Same name and path, another option (a hot reload): a new daemon with
+	// it, the old one gone, the record updated, counted but no heal Event.
+	// A file open on the old mount does not read on (its daemon is killed).
+	old, err := os.Open(filepath.Join(mountPath, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if !readOnlyFlag(s3.cmdline(rec.PID)) {
+		t.Fatalf("daemon %d runs %q: no read-only option", rec.PID, s3.cmdline(rec.PID))
+	}
+	cfg3 := *cfg
+	cfg3.S3Mounts = slices.Clone(cfg.S3Mounts)
+	cfg3.S3Mounts[0].ReadOnly = false
+	d := runWarmer(t, &cfg3, k)
+	eventually(t, 10*time.Second, "mounted again with the new options", func() error {
+		if r, _ := s3.readRecord("libs"); r == nil || r.PID == rec.PID {
+			return fmt.Errorf("not mounted again yet")
+		}
+		return d.w.Ready()
+	})
+	r := record()
+	wantArgv := s3.startArgv(&cfg3.S3Mounts[0])
+	// s3fs rewrites its argv in place (bucket:/prefix splits): compare the
+	// option, not the whole command line.
+	if got := s3.cmdline(r.PID); readOnlyFlag(got) || !slices.Equal(r.Argv, wantArgv) || slices.Equal(rec.Argv, wantArgv) {
+		t.Errorf("after the change: daemon %d runs %q, recorded %q; want it read-write, recorded %q (was %q)", r.PID, got, r.Argv, wantArgv, rec.Argv)
+	}
+	if s3.daemonAlive(rec) {
+		t.Errorf("old daemon %d still running", rec.PID)
+	}
+	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+		t.Fatalf("big.bin after the change: sha256 %s, want %s", got, want)
+	}
+	if n := testutil.ToFloat64(d.w.s3.m.heals.WithLabelValues("libs", healConfigChanged)); n != 1 {
+		t.Errorf("config_changed counted %v, want 1", n)
+	}
+	if _, err := old.ReadAt(make([]byte, 4096), 40<<20); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("read of a file opened before the change: %v, want ENOTCONN (the README says so)", err)
+	}
+	d.stop()
+	if evs := s3Events(api, "S3MountHealed"); len(evs) != 1 {
+		t.Errorf("S3MountHealed Events %q, want only the kill's", evs)
+	}
+	rec = r
+
 	// Config without the mount: unmounted, daemon gone, record gone.
 	cfg2 := *cfg
 	cfg2.S3Mounts = nil
@@ -316,6 +364,14 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		return nil
 	})
 	c.stop()
+}
+
+// readOnlyFlag: a daemon command line with the read-only option (s3fs's
+// -o ...,ro,...; rclone's --read-only).
+func readOnlyFlag(argv []string) bool {
+	return slices.ContainsFunc(argv, func(a string) bool {
+		return a == "--read-only" || slices.Contains(strings.Split(a, ","), "ro")
+	})
 }
 
 // tlogWriter writes log lines to t.Log.

@@ -10,6 +10,9 @@ const (
 	healUnmounted   = "unmounted"    // our mount is gone from mountinfo
 	healProcessGone = "process_gone" // the FUSE daemon is gone, the mount still listed
 	healStatError   = "stat_error"   // stat of the root failed otherwise or hung
+	// Not dead: the config changed the options of a healthy mount (same name
+	// and path); mounted again to take them. The alert leaves it out.
+	healConfigChanged = "config_changed"
 )
 
 type s3metrics struct {
@@ -27,7 +30,7 @@ func newS3Metrics(reg prometheus.Registerer) (*s3metrics, error) {
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "s3_mount_up",
 			Help: "1 when the S3 mount answers a stat of its root, else 0."}, []string{labelMount}),
 		heals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "s3_heals_total",
-			Help: "S3 mounts found dead and mounted again, by mount and reason."}, []string{labelMount, labelReason}),
+			Help: "S3 mounts mounted again, by mount and reason: found dead, or config_changed (new options)."}, []string{labelMount, labelReason}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "s3_mount_failures_total",
 			Help: "Failed attempts to mount, by mount."}, []string{labelMount}),
 		rss: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "s3_daemon_resident_memory_bytes",
