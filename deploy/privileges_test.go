@@ -109,11 +109,12 @@ func TestPrivilegesPerFeature(t *testing.T) {
 				"/mnt/s3 (DirectoryOrCreate) -> /host/mnt/s3 ro HostToContainer",
 				"/data/s3 (DirectoryOrCreate) -> /host/data/s3 ro HostToContainer",
 				"/run/nodeagent/s3mounts (DirectoryOrCreate) -> /host/run/nodeagent/s3mounts",
-				"/sys/fs/cgroup (Directory) -> /host/sys/fs/cgroup"),
+				"/sys/fs/cgroup (Directory) -> /host/sys/fs/cgroup",
+				"/run/systemd (DirectoryOrCreate) -> /host/run/systemd ro"), // supervisor auto: systemd's private socket
 		}},
 		{"imagewarm with S3 mounts, daemons left in the pod's cgroup", []string{"--set-string", "config=imagewarm:\n  enabled: true\n" +
 			"  s3Mounts:\n  - name: libs\n    bucket: libs--use1-az4--x-s3\n    mountPath: /mnt/s3/libs\n" +
-			"  s3:\n    cgroupRoot: \"\"\n"}, privileges{
+			"  s3:\n    cgroupRoot: \"\"\n    supervisor: cgroup\n"}, privileges{
 			HostNetwork: true, HostPID: true, Privileged: true,
 			HostPaths: imagewarmHostPaths(
 				"/proc (Directory) -> /host/proc ro",

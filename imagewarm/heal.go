@@ -168,9 +168,7 @@ func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) e
 		return err // a stopping agent kills no daemon
 	}
 	if rec != nil {
-		if s.daemonAlive(rec) {
-			_ = syscall.Kill(rec.PID, syscall.SIGKILL)
-		}
+		s.kill(ctx, rec, syscall.SIGKILL)
 		if e, err := s.mountEntry(rec.MountPath); err == nil && e != nil && isFUSE(e) {
 			if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", s.nsPath(rec.MountPath)}, Timeout: 30 * time.Second})); err != nil {
 				return fmt.Errorf("lazy unmount of the dead mount: %w", err)
@@ -183,9 +181,8 @@ func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) e
 	return s.mount(ctx, mt)
 }
 
-// mount starts the FUSE daemon detached (setsid -f: its own session, parent
-// init, stdio to a log file in stateDir), waits for its mount to answer,
-// moves it to the agent's cgroup outside the container and records it.
+// mount starts the FUSE daemon detached (startDaemon), waits for its mount
+// to answer and records it.
 func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	c := &mt.cfg
 	if e, err := s.mountEntry(c.MountPath); err != nil {
@@ -202,13 +199,8 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	}
 	argv := s.startArgv(c)
 	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
-	daemon := argv
-	if c.driver() == DriverRclone {
-		daemon = append([]string{"env", "-u", "AWS_CA_BUNDLE"}, argv...)
-	}
-	script := `log=$1; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null`
-	start := hostexec.Cmd{Name: "sh", Args: append([]string{"-c", script, "sh", s.nsPath(logFile)}, daemon...), Timeout: 30 * time.Second}
-	if _, err := s.exec.Run(ctx, s.inNamespace(start)); err != nil {
+	unit, err := s.startDaemon(ctx, c, argv, logFile)
+	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(s.o.MountTimeout)
@@ -216,25 +208,27 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 		pid := s.findDaemon(argv, nsMountPath)
 		e, _ := s.mountEntry(c.MountPath)
 		if e != nil && pid > 0 && s.statRoot(ctx, c.MountPath) == nil {
-			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv}
+			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv, Unit: unit}
 			if err := s.writeRecord(rec); err != nil {
 				return err
 			}
-			if err := s.detachCgroup(pid); err != nil {
-				s.log.Warn("FUSE daemon left in the agent's cgroup", "mount", c.Name, "pid", pid, "err", err)
+			if unit == "" {
+				if err := s.detachCgroup(pid); err != nil {
+					s.log.Warn("FUSE daemon left in the agent's cgroup", "mount", c.Name, "pid", pid, "err", err)
+				}
 			}
-			s.log.Info("S3 mount up", "mount", c.Name, "path", c.MountPath, "driver", c.driver(), "pid", pid)
+			s.log.Info("S3 mount up", "mount", c.Name, "path", c.MountPath, "driver", c.driver(), "pid", pid, "unit", unit)
 			return nil
 		}
 		if pid == 0 && e == nil && time.Until(deadline) < s.o.MountTimeout-2*time.Second {
 			return fmt.Errorf("%s exited: %s", argv[0], s.logTail(logFile))
 		}
 		if time.Now().After(deadline) {
-			s.abandon(argv, nsMountPath, c.MountPath)
+			s.abandon(unit, argv, nsMountPath, c.MountPath)
 			return fmt.Errorf("%s did not mount in %s: %s", argv[0], s.o.MountTimeout, s.logTail(logFile))
 		}
 		if !sleep(ctx, 100*time.Millisecond) {
-			s.abandon(argv, nsMountPath, c.MountPath)
+			s.abandon(unit, argv, nsMountPath, c.MountPath)
 			return ctx.Err()
 		}
 	}
@@ -260,11 +254,14 @@ func (s *s3Mounts) startArgv(c *S3MountConfig) []string {
 // abandon stops a daemon the agent started but did not record (stopping,
 // or its mount never answered): the next agent would find its mount foreign
 // and leave it forever. Killed, its mount lazily unmounted; nothing used it.
-func (s *s3Mounts) abandon(argv []string, nsMountPath, mountPath string) {
+func (s *s3Mounts) abandon(unit string, argv []string, nsMountPath, mountPath string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if unit != "" {
+		_ = s.units.kill(ctx, unit, syscall.SIGKILL)
+	}
 	// setsid -f may not have exec'd the daemon yet: look for a moment.
-	for i := 0; i < 10; i++ {
+	for i := 0; unit == "" && i < 10; i++ {
 		if pid := s.findDaemon(argv, nsMountPath); pid > 0 {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			break
@@ -276,6 +273,29 @@ func (s *s3Mounts) abandon(argv []string, nsMountPath, mountPath string) {
 	if e, err := s.mountEntry(mountPath); err == nil && e != nil && isFUSE(e) {
 		_, _ = s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "umount", Args: []string{"-l", nsMountPath}, Timeout: 5 * time.Second}))
 	}
+}
+
+// startDaemon starts the daemon detached from the agent: as a transient
+// systemd unit (returned), or with setsid -f (its own session, parent
+// init, stdio to logFile), moved to the agent's cgroup once found.
+func (s *s3Mounts) startDaemon(ctx context.Context, c *S3MountConfig, argv []string, logFile string) (unit string, err error) {
+	if s.units != nil {
+		bin, err := s.hostBinary(argv[0])
+		if err != nil {
+			return "", err
+		}
+		unit = unitName(c.Name)
+		desc := fmt.Sprintf("nodeagent S3 mount %s (%s at %s)", c.Name, c.Bucket, c.MountPath)
+		return unit, s.units.start(ctx, unit, unitProperties(desc, bin, argv, daemonEnv(c.driver()), logFile))
+	}
+	daemon := argv
+	if c.driver() == DriverRclone {
+		daemon = append([]string{"env", "-u", "AWS_CA_BUNDLE"}, argv...)
+	}
+	script := `log=$1; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null`
+	start := hostexec.Cmd{Name: "sh", Args: append([]string{"-c", script, "sh", s.nsPath(logFile)}, daemon...), Timeout: 30 * time.Second}
+	_, err = s.exec.Run(ctx, s.inNamespace(start))
+	return "", err
 }
 
 // scratchArgs point a daemon in the agent's mount namespace at scratch

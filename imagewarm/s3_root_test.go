@@ -120,9 +120,15 @@ type runningWarmer struct {
 
 func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
 	t.Helper()
+	return runWarmerOn(t, cfg, k, hostpath.New("/"))
+}
+
+// runWarmerOn runs a warmer that sees the host at host.
+func runWarmerOn(t *testing.T, cfg *Config, k *kube.Client, host hostpath.Paths) *runningWarmer {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(tlogWriter{t}, nil)) // why a mount was made shows in a failure
-	w, err := New(cfg, agent.Deps{Metrics: reg, Host: hostpath.New("/"), Exec: hostexec.Exec{}, Kube: k, Log: log})
+	w, err := New(cfg, agent.Deps{Metrics: reg, Host: host, Exec: hostexec.Exec{}, Kube: k, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +151,8 @@ func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
 
 // TestS3MountsRoot runs the whole lifecycle for real with the s3fs and
 // rclone drivers against versitygw: read and checksum, kill -9 healed,
-// agent restart adopting the daemon, removal from config unmounting.
+// agent restart adopting the daemon, removal from config unmounting. Then
+// the same with the daemon a transient unit of a real systemd.
 func TestS3MountsRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (FUSE mounts, nsenter); run the tests as root")
@@ -180,20 +187,35 @@ func TestS3MountsRoot(t *testing.T) {
 			if _, err := exec.LookPath(driver); err != nil {
 				t.Skipf("needs %s (imagewarm/hack/prereqs.sh installs it)", driver)
 			}
-			testS3Lifecycle(t, driver, endpoint, want)
+			testS3Lifecycle(t, driver, endpoint, want, s3Host{})
 		})
 	}
+	t.Run("systemd", func(t *testing.T) {
+		if _, err := exec.LookPath(DriverS3fs); err != nil {
+			t.Skip("needs s3fs (imagewarm/hack/prereqs.sh installs it)")
+		}
+		if pid, ok := os.LookupEnv(envSystemdPID); ok {
+			sd, _ := strconv.Atoi(pid)
+			testS3Lifecycle(t, DriverS3fs, endpoint, want, s3Host{systemd: sd})
+			return
+		}
+		inSystemdPIDNamespace(t, bootSystemd(t), "^TestS3MountsRoot$/^systemd$")
+	})
 }
 
-func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
+func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	root := t.TempDir()
+	host := h.paths()
 	mountPath := filepath.Join(root, "mnt", "libs")
 	cfg := DefaultConfig()
 	cfg.S3.AllowedRoots = []string{filepath.Join(root, "mnt")}
 	cfg.S3.StateDir = filepath.Join(root, "state")
 	cfg.S3.CheckInterval = 200 * time.Millisecond
+	cfg.S3.Supervisor = SupervisorCgroup
 	self, _ := os.Readlink("/proc/self/ns/mnt")
-	if pid1, _ := os.Readlink("/proc/1/ns/mnt"); pid1 != self {
+	if pid1, _ := os.Readlink("/proc/1/ns/mnt"); h.systemd != 0 {
+		cfg.S3.Supervisor = SupervisorSystemd
+	} else if pid1 != self {
 		cfg.S3.Namespace = MountNamespaceAgent // the test is not in the host's mount namespace
 	}
 	cfg.S3Mounts = []S3MountConfig{{Name: "libs", Bucket: "libs", Prefix: "jars/", MountPath: mountPath,
@@ -201,8 +223,11 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s3 := &s3Mounts{o: &cfg.S3, host: hostpath.New("/")}
+	s3 := &s3Mounts{o: &cfg.S3, host: host}
 	t.Cleanup(func() {
+		if h.systemd != 0 {
+			return // ending systemd ends its units and their mounts
+		}
 		// Every daemon of this mount path, recorded or not (one a stopped
 		// warmer started and did not record; one a failed heal left): none
 		// outlives the test, holding fds it inherited (a flock'ed lock).
@@ -223,26 +248,16 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 
 	// Mount and read.
 	api, k := startedKube(t)
-	a := runWarmer(t, cfg, k)
+	a := runWarmerOn(t, cfg, k, host)
 	eventually(t, 60*time.Second, "mounted and ready", a.w.Ready)
-	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+	big := host.Path(mountPath, "big.bin")
+	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin through the mount: sha256 %s, want %s", got, want)
 	}
 	rec := record()
-	// In the agent's cgroup in every hierarchy under cgroupRoot (v1 cpuset
-	// too). Not every line of /proc/PID/cgroup: a v1 hierarchy mounted only
-	// in another mount namespace (a systemd booted in a test's own one
-	// mounts hugetlb, perf_event, net_cls) is not the agent's to see.
-	dirs, err := cgroupHierarchies(cfg.S3.CgroupRoot)
-	if err != nil || len(dirs) == 0 {
-		t.Fatalf("cgroup hierarchies under %s: %v %v", cfg.S3.CgroupRoot, dirs, err)
-	}
-	for _, d := range dirs {
-		procs, _ := os.ReadFile(filepath.Join(d, cgroupDir, "cgroup.procs"))
-		if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(rec.PID)) {
-			t.Errorf("daemon %d not in the agent's cgroup %s", rec.PID, filepath.Join(d, cgroupDir))
-		}
-	}
+	// Outside the agent's cgroup: the agent's daemon cgroup in every
+	// hierarchy (v1 cpuset too), or the unit's.
+	h.checkOutside(t, rec, cfg.S3.CgroupRoot)
 
 	// kill -9 of the daemon: healed within 10 s, the file reads again.
 	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
@@ -252,11 +267,11 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		if r, _ := s3.readRecord("libs"); r == nil || r.PID == rec.PID {
 			return fmt.Errorf("not mounted again yet")
 		}
-		_, err := os.Stat(filepath.Join(mountPath, "big.bin"))
+		_, err := os.Stat(big)
 		return err
 	})
 	t.Logf("%s: healed %s after kill -9", driver, took.Round(time.Millisecond))
-	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin after the heal: sha256 %s, want %s", got, want)
 	}
 	if n := testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healENOTCONN)) +
@@ -273,12 +288,12 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	// Agent restart: the new instance adopts the daemon (same PID).
 	rec = record()
 	a.stop()
-	b := runWarmer(t, cfg, k)
+	b := runWarmerOn(t, cfg, k, host)
 	eventually(t, 10*time.Second, "ready after restart", b.w.Ready)
 	if r := record(); r.PID != rec.PID || !s3.daemonAlive(r) {
 		t.Fatalf("after restart: daemon %d, want the same %d alive", r.PID, rec.PID)
 	}
-	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin after restart: sha256 %s, want %s", got, want)
 	}
 	b.stop()
@@ -295,7 +310,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	// Same name and path, another option (a hot reload): a new daemon with
 	// it, the old one gone, the record updated, counted but no heal Event.
 	// A file open on the old mount does not read on (its daemon is killed).
-	old, err := os.Open(filepath.Join(mountPath, "big.bin"))
+	old, err := os.Open(big)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +321,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	cfg3 := *cfg
 	cfg3.S3Mounts = slices.Clone(cfg.S3Mounts)
 	cfg3.S3Mounts[0].ReadOnly = false
-	d := runWarmer(t, &cfg3, k)
+	d := runWarmerOn(t, &cfg3, k, host)
 	eventually(t, 10*time.Second, "mounted again with the new options", func() error {
 		if r, _ := s3.readRecord("libs"); r == nil || r.PID == rec.PID {
 			return fmt.Errorf("not mounted again yet")
@@ -323,7 +338,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	if s3.daemonAlive(rec) {
 		t.Errorf("old daemon %d still running", rec.PID)
 	}
-	if got := fileSum(t, filepath.Join(mountPath, "big.bin")); got != want {
+	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin after the change: sha256 %s, want %s", got, want)
 	}
 	if n := testutil.ToFloat64(d.w.s3.m.heals.WithLabelValues("libs", healConfigChanged)); n != 1 {
@@ -341,7 +356,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 	// Config without the mount: unmounted, daemon gone, record gone.
 	cfg2 := *cfg
 	cfg2.S3Mounts = nil
-	c := runWarmer(t, &cfg2, k)
+	c := runWarmerOn(t, &cfg2, k, host)
 	eventually(t, 10*time.Second, "unmounted after removal from config", func() error {
 		if e, _ := s3.mountEntry(mountPath); e != nil {
 			return fmt.Errorf("%s still mounted", mountPath)
@@ -357,6 +372,13 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string) {
 		}
 		return nil
 	})
+	if h.systemd != 0 {
+		if st := h.unitState(rec.Unit); st != "inactive" {
+			t.Errorf("unit %s is %q after the removal, want inactive", rec.Unit, st)
+		}
+		c.stop()
+		return
+	}
 	// With no mount left, the daemons' cgroup is gone from every hierarchy
 	// (unless another agent on this host has a daemon in it: not empty).
 	hier, err := cgroupHierarchies(cfg.S3.CgroupRoot)

@@ -147,3 +147,36 @@ func TestIsDaemonOf(t *testing.T) {
 		}
 	}
 }
+
+func TestS3SupervisorValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                        string
+		supervisor, namespace, sock string
+		want                        []string
+	}{
+		{"auto", SupervisorAuto, MountNamespaceHost, "/run/systemd/private", nil},
+		{"cgroup in the agent's namespace", SupervisorCgroup, MountNamespaceAgent, "/run/systemd/private", nil},
+		{"systemd in the agent's namespace", SupervisorSystemd, MountNamespaceAgent, "/run/systemd/private",
+			[]string{`s3.supervisor: systemd starts the daemons in the host's mount namespace: needs s3.namespace host, got "agent"`}},
+		{"unknown, relative socket", "runit", MountNamespaceHost, "private",
+			[]string{`s3.supervisor: must be auto, systemd or cgroup, got "runit"`, `s3.systemdSocket: must be an absolute path, got "private"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.S3.Supervisor, c.S3.Namespace, c.S3.SystemdSocket = tc.supervisor, tc.namespace, tc.sock
+			err := c.Validate()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			for _, w := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v\nlacks %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -39,9 +39,16 @@ type S3Options struct {
 	StateDir string `yaml:"stateDir"`
 	// Namespace is host (nsenter into PID 1's mount namespace) or agent.
 	Namespace string `yaml:"namespace"`
+	// Supervisor keeps the FUSE daemons alive beyond the agent pod: systemd
+	// (a transient unit per mount, started through SystemdSocket), cgroup (a
+	// cgroup of the agent's own below CgroupRoot) or auto (systemd when the
+	// host's answers, else cgroup). systemd needs namespace host.
+	Supervisor string `yaml:"supervisor"`
+	// SystemdSocket (host path) is systemd's private D-Bus socket.
+	SystemdSocket string `yaml:"systemdSocket"`
 	// CgroupRoot (host path) is where the FUSE daemons get a cgroup of their
-	// own, outside the agent container's, so they outlive the agent pod.
-	// "" leaves them in the agent's cgroup.
+	// own, outside the agent container's, so they outlive the agent pod
+	// (supervisor cgroup). "" leaves them in the agent's cgroup.
 	CgroupRoot string `yaml:"cgroupRoot"`
 	// CheckInterval is how often each mount's root is stat'ed.
 	CheckInterval time.Duration `yaml:"checkInterval"`
@@ -96,6 +103,8 @@ func defaultS3Config() S3Config {
 			AllowedRoots:  []string{"/mnt/s3"},
 			StateDir:      "/run/nodeagent/s3mounts",
 			Namespace:     MountNamespaceHost,
+			Supervisor:    SupervisorAuto,
+			SystemdSocket: "/run/systemd/private",
 			CgroupRoot:    "/sys/fs/cgroup",
 			CheckInterval: 2 * time.Second,
 			StatTimeout:   5 * time.Second,
@@ -112,6 +121,13 @@ func defaultS3Config() S3Config {
 const (
 	MountNamespaceHost  = "host"
 	MountNamespaceAgent = "agent"
+)
+
+// Supervisors of the S3 daemons.
+const (
+	SupervisorAuto    = "auto"
+	SupervisorSystemd = "systemd"
+	SupervisorCgroup  = "cgroup"
 )
 
 var (
@@ -134,6 +150,18 @@ func (c *S3Config) validate(errs *config.Errors) {
 	}
 	if o.Namespace != MountNamespaceHost && o.Namespace != MountNamespaceAgent {
 		errs.Addf("s3.namespace", "must be %s or %s, got %q", MountNamespaceHost, MountNamespaceAgent, o.Namespace)
+	}
+	switch o.Supervisor {
+	case SupervisorAuto, SupervisorCgroup:
+	case SupervisorSystemd:
+		if o.Namespace != MountNamespaceHost {
+			errs.Addf("s3.supervisor", "systemd starts the daemons in the host's mount namespace: needs s3.namespace %s, got %q", MountNamespaceHost, o.Namespace)
+		}
+	default:
+		errs.Addf("s3.supervisor", "must be %s, %s or %s, got %q", SupervisorAuto, SupervisorSystemd, SupervisorCgroup, o.Supervisor)
+	}
+	if !filepath.IsAbs(o.SystemdSocket) {
+		errs.Addf("s3.systemdSocket", "must be an absolute path, got %q", o.SystemdSocket)
 	}
 	if o.CgroupRoot != "" && !filepath.IsAbs(o.CgroupRoot) {
 		errs.Addf("s3.cgroupRoot", "must be an absolute path or empty, got %q", o.CgroupRoot)

@@ -31,7 +31,8 @@ type s3Mounts struct {
 	exec   hostexec.Runner
 	log    *slog.Logger
 	m      *s3metrics
-	kube   *kube.Client // Events on the Node; nil without a cluster
+	kube   *kube.Client  // Events on the Node; nil without a cluster
+	units  *systemdUnits // nil: the daemons get the agent's cgroup
 }
 
 // s3Mount is one configured mount and where it stands.
@@ -50,6 +51,8 @@ type mountRecord struct {
 	MountPath string   `json:"mountPath"`
 	PID       int      `json:"pid"`
 	Argv      []string `json:"argv"`
+	// Unit is the daemon's systemd unit; "" when in the agent's cgroup.
+	Unit string `json:"unit,omitempty"`
 }
 
 func newS3Mounts(c *S3Config, host hostpath.Paths, ex hostexec.Runner, log *slog.Logger, m *s3metrics) *s3Mounts {
@@ -65,6 +68,10 @@ func newS3Mounts(c *S3Config, host hostpath.Paths, ex hostexec.Runner, log *slog
 // keeps every configured mount up until ctx is done. Mounts stay when it
 // returns.
 func (s *s3Mounts) run(ctx context.Context) {
+	s.supervise()
+	if s.units != nil {
+		defer s.units.close()
+	}
 	s.removeUnconfigured(ctx)
 	if len(s.mounts) == 0 {
 		s.removeCgroups(ctx)
@@ -148,7 +155,11 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 			return fmt.Errorf("unmount %s: %w", rec.MountPath, err)
 		}
 	}
-	if s.daemonAlive(rec) {
+	if rec.Unit != "" && s.units != nil {
+		if err := s.units.stop(ctx, rec.Unit); err != nil {
+			return err
+		}
+	} else if s.daemonAlive(rec) {
 		_ = syscall.Kill(rec.PID, syscall.SIGTERM)
 	}
 	// Until it has exited (its cgroup can go only then; after the unmount
@@ -249,6 +260,21 @@ func (s *s3Mounts) inNamespace(c hostexec.Cmd) hostexec.Cmd {
 	}
 	ns := filepath.Join(s.host.Proc(), "1", "ns", "mnt")
 	return hostexec.Cmd{Name: "nsenter", Args: append([]string{"--mount=" + ns, "--", c.Name}, c.Args...), Env: c.Env, Timeout: c.Timeout}
+}
+
+// kill sends sig to rec's daemon: through systemd to a unit's (the agent
+// need not share the host's PID namespace for it), else to its PID.
+func (s *s3Mounts) kill(ctx context.Context, rec *mountRecord, sig syscall.Signal) {
+	if rec.Unit != "" && s.units != nil {
+		err := s.units.kill(ctx, rec.Unit, sig)
+		if err == nil {
+			return
+		}
+		s.log.Warn("systemd did not signal the S3 mount daemon: signalling its PID", "unit", rec.Unit, "err", err)
+	}
+	if s.daemonAlive(rec) {
+		_ = syscall.Kill(rec.PID, sig)
+	}
 }
 
 // cmdline is /proc/PID/cmdline split, nil when the process is gone.
