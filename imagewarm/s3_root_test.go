@@ -118,11 +118,6 @@ type runningWarmer struct {
 	stop func()
 }
 
-func runWarmer(t *testing.T, cfg *Config, k *kube.Client) *runningWarmer {
-	t.Helper()
-	return runWarmerOn(t, cfg, k, hostpath.New("/"))
-}
-
 // runWarmerOn runs a warmer that sees the host at host.
 func runWarmerOn(t *testing.T, cfg *Config, k *kube.Client, host hostpath.Paths) *runningWarmer {
 	t.Helper()
