@@ -185,16 +185,24 @@ func TestS3MountsRoot(t *testing.T) {
 			testS3Lifecycle(t, driver, endpoint, want, s3Host{})
 		})
 	}
-	t.Run("systemd", func(t *testing.T) {
+	// The host a systemd booted for the test makes: the daemons in its mount
+	// namespace (namespace host, the chart's), as its transient units or
+	// each in a cgroup of the agent's.
+	t.Run("host", func(t *testing.T) {
 		if _, err := exec.LookPath(DriverS3fs); err != nil {
 			t.Skip("needs s3fs (imagewarm/hack/prereqs.sh installs it)")
 		}
-		if pid, ok := os.LookupEnv(envSystemdPID); ok {
-			sd, _ := strconv.Atoi(pid)
-			testS3Lifecycle(t, DriverS3fs, endpoint, want, s3Host{systemd: sd})
+		pid, ok := os.LookupEnv(envSystemdPID)
+		if !ok {
+			inSystemdPIDNamespace(t, bootSystemd(t), "^TestS3MountsRoot$/^host$")
 			return
 		}
-		inSystemdPIDNamespace(t, bootSystemd(t), "^TestS3MountsRoot$/^systemd$")
+		sd, _ := strconv.Atoi(pid)
+		for _, sup := range []string{SupervisorSystemd, SupervisorCgroup} {
+			t.Run(sup, func(t *testing.T) {
+				testS3Lifecycle(t, DriverS3fs, endpoint, want, s3Host{systemd: sd, supervisor: sup})
+			})
+		}
 	})
 }
 
@@ -209,7 +217,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	cfg.S3.Supervisor = SupervisorCgroup
 	self, _ := os.Readlink("/proc/self/ns/mnt")
 	if pid1, _ := os.Readlink("/proc/1/ns/mnt"); h.systemd != 0 {
-		cfg.S3.Supervisor = SupervisorSystemd
+		cfg.S3.Supervisor = h.supervisor
 	} else if pid1 != self {
 		cfg.S3.Namespace = MountNamespaceAgent // the test is not in the host's mount namespace
 	}
@@ -252,7 +260,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	rec := record()
 	// Outside the agent's cgroup: the agent's daemon cgroup in every
 	// hierarchy (v1 cpuset too), or the unit's.
-	h.checkOutside(t, rec, cfg.S3.CgroupRoot)
+	h.checkOutside(t, rec, host.Path(cfg.S3.CgroupRoot))
 
 	// kill -9 of the daemon: healed within 10 s, the file reads again.
 	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
@@ -367,7 +375,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 		}
 		return nil
 	})
-	if h.systemd != 0 {
+	if h.supervisor == SupervisorSystemd {
 		if st := h.unitState(rec.Unit); st != "inactive" {
 			t.Errorf("unit %s is %q after the removal, want inactive", rec.Unit, st)
 		}
@@ -376,7 +384,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	}
 	// With no mount left, the daemons' cgroup is gone from every hierarchy
 	// (unless another agent on this host has a daemon in it: not empty).
-	hier, err := cgroupHierarchies(cfg.S3.CgroupRoot)
+	hier, err := cgroupHierarchies(host.Path(cfg.S3.CgroupRoot))
 	if err != nil {
 		t.Fatal(err)
 	}

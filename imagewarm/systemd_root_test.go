@@ -159,9 +159,11 @@ func inSystemdPIDNamespace(t *testing.T, systemd int, run string) {
 
 // s3Host is where a lifecycle test's daemons run: this machine, each in the
 // agent's cgroup, or the host of a systemd booted for the test (systemd >
-// 0, its PID in the namespace it was started from), each a transient unit.
+// 0, its PID in the namespace it was started from), kept there by
+// supervisor.
 type s3Host struct {
-	systemd int
+	systemd    int
+	supervisor string
 }
 
 func (h s3Host) paths() hostpath.Paths {
@@ -178,7 +180,7 @@ func (h s3Host) paths() hostpath.Paths {
 // mounts hugetlb, perf_event, net_cls in its own) is not the agent's to see.
 func (h s3Host) checkOutside(t *testing.T, rec *mountRecord, cgroupRoot string) {
 	t.Helper()
-	if h.systemd == 0 {
+	if h.supervisor != SupervisorSystemd {
 		dirs, err := cgroupHierarchies(cgroupRoot)
 		if err != nil || len(dirs) == 0 {
 			t.Fatalf("cgroup hierarchies under %s: %v %v", cgroupRoot, dirs, err)
@@ -203,11 +205,8 @@ func (h s3Host) checkOutside(t *testing.T, rec *mountRecord, cgroupRoot string) 
 	}
 }
 
-// unitState is systemctl is-active of unit ("" without systemd).
+// unitState is systemctl is-active of unit.
 func (h s3Host) unitState(unit string) string {
-	if h.systemd == 0 {
-		return ""
-	}
 	out, _ := exec.Command("nsenter", "-t", strconv.Itoa(h.systemd), "--mount", "systemctl", "is-active", unit).Output()
 	return strings.TrimSpace(string(out))
 }
