@@ -262,6 +262,15 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	// hierarchy (v1 cpuset too), or the unit's.
 	h.checkOutside(t, rec, host.Path(cfg.S3.CgroupRoot))
 
+	if h.supervisor == SupervisorSystemd {
+		// systemd re-executing itself (a package upgrade) closes the agent's
+		// connection: the heal below must dial again. The unit lives on.
+		h.systemctl(t, "daemon-reexec")
+		if st := h.unitState(rec.Unit); st != "active" {
+			t.Fatalf("unit %s is %q after daemon-reexec", rec.Unit, st)
+		}
+	}
+
 	// kill -9 of the daemon: healed within 10 s, the file reads again.
 	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -210,3 +210,12 @@ func (h s3Host) unitState(unit string) string {
 	out, _ := exec.Command("nsenter", "-t", strconv.Itoa(h.systemd), "--mount", "systemctl", "is-active", unit).Output()
 	return strings.TrimSpace(string(out))
 }
+
+// systemctl runs systemctl args on the test's systemd.
+func (h s3Host) systemctl(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(h.systemd), "--mount", "systemctl"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("systemctl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
