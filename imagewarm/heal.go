@@ -62,13 +62,17 @@ func (s *s3Mounts) keep(ctx context.Context, mt *s3Mount) {
 			switch {
 			case heal && changed:
 				s.log.Info("S3 mount options changed, mounting again", "mount", mt.cfg.Name, "pid", rec.PID,
-					"was", strings.Join(rec.Argv, " "), "now", strings.Join(s.startArgv(&mt.cfg), " "))
+					"was", strings.Join(rec.Argv, " "), "now", strings.Join(s.startArgv(&mt.cfg, wantCache(&mt.cfg, rec)), " "))
 			case heal:
 				s.log.Warn("S3 mount dead, mounting again", "mount", mt.cfg.Name, "reason", reason, "pid", rec.PID)
 			}
 			if err := s.remount(ctx, mt, rec); err != nil {
 				if ctx.Err() != nil {
 					return
+				}
+				if errors.Is(err, errCacheWait) {
+					s.set(mt, false, err.Error()) // not a failure: checked again next interval
+					break
 				}
 				s.m.failures.WithLabelValues(mt.cfg.Name).Inc()
 				wait = jitter(backoff)
@@ -134,7 +138,7 @@ func (s *s3Mounts) check(ctx context.Context, mt *s3Mount) (*mountRecord, string
 	}
 	// Healthy, but started with other options than the config's now (same
 	// name and path, a hot reload): mounted again to take them.
-	if !slices.Equal(rec.Argv, s.startArgv(&mt.cfg)) {
+	if !slices.Equal(rec.Argv, s.startArgv(&mt.cfg, wantCache(&mt.cfg, rec))) {
 		return rec, healConfigChanged, nil
 	}
 	return rec, "", nil
@@ -178,26 +182,34 @@ func (s *s3Mounts) remount(ctx context.Context, mt *s3Mount, rec *mountRecord) e
 			return err
 		}
 	}
-	return s.mount(ctx, mt)
+	return s.mount(ctx, mt, rec == nil)
 }
 
 // mount starts the FUSE daemon detached (startDaemon), waits for its mount
-// to answer and records it.
-func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
+// to answer and records it. first: the mount has no record (not a heal).
+func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount, first bool) error {
 	c := &mt.cfg
 	if e, err := s.mountEntry(c.MountPath); err != nil {
 		return err
 	} else if e != nil {
 		return fmt.Errorf("%s: %w", c.MountPath, errForeign)
 	}
+	cache, err := s.cacheDir(mt, first)
+	if err != nil {
+		return err
+	}
 	nsMountPath := s.nsPath(c.MountPath)
-	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: []string{"-p", nsMountPath}})); err != nil {
+	dirs := []string{"-p", nsMountPath}
+	if cache != "" {
+		dirs = append(dirs, s.nsPath(cache))
+	}
+	if _, err := s.exec.Run(ctx, s.inNamespace(hostexec.Cmd{Name: "mkdir", Args: dirs})); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.host.Path(s.o.StateDir, c.Name+".tmp"), 0o700); err != nil {
 		return err
 	}
-	argv := s.startArgv(c)
+	argv := s.startArgv(c, cache)
 	logFile := filepath.Join(s.o.StateDir, c.Name+".log")
 	unit, err := s.startDaemon(ctx, c, argv, logFile)
 	if err != nil {
@@ -209,6 +221,9 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 		e, _ := s.mountEntry(c.MountPath)
 		if e != nil && pid > 0 && s.statRoot(ctx, c.MountPath) == nil {
 			rec := &mountRecord{Name: c.Name, MountPath: c.MountPath, PID: pid, Argv: argv, Unit: unit}
+			if c.Cache == CacheOnRaid {
+				rec.Cache = cache
+			}
 			if err := s.writeRecord(rec); err != nil {
 				return err
 			}
@@ -234,19 +249,21 @@ func (s *s3Mounts) mount(ctx context.Context, mt *s3Mount) error {
 	}
 }
 
-// startArgv is the daemon's command line for c as mount starts it and its
-// record keeps it: c in the daemon's mount namespace (host paths below the
-// host root in namespace agent), plus scratch space in namespace agent.
-// check compares a record's with it to find changed options.
-func (s *s3Mounts) startArgv(c *S3MountConfig) []string {
+// startArgv is the daemon's command line for c with cache (a host path,
+// "" = none) as mount starts it and its record keeps it: c in the daemon's
+// mount namespace (host paths below the host root in namespace agent),
+// plus scratch space in namespace agent. check compares a record's with it
+// to find changed options.
+func (s *s3Mounts) startArgv(c *S3MountConfig, cache string) []string {
 	local := *c
 	local.MountPath = s.nsPath(c.MountPath)
-	if c.Cache != "" {
-		local.Cache = s.nsPath(c.Cache)
+	local.Cache = ""
+	if cache != "" {
+		local.Cache = s.nsPath(cache)
 	}
 	argv := s.o.daemonArgv(&local)
 	if s.o.Namespace != MountNamespaceHost {
-		argv = append(argv, s.scratchArgs(c)...)
+		argv = append(argv, s.scratchArgs(&local)...)
 	}
 	return argv
 }

@@ -144,11 +144,12 @@ func runWarmerOn(t *testing.T, cfg *Config, k *kube.Client, host hostpath.Paths)
 	return rw
 }
 
-// TestS3MountsRoot runs the whole lifecycle for real with the s3fs and
-// rclone drivers against versitygw: read and checksum, kill -9 healed,
-// agent restart adopting the daemon, removal from config unmounting. Then
-// the same with the daemon a transient unit of a real systemd.
-func TestS3MountsRoot(t *testing.T) {
+// s3Bucket serves bucket libs with jars/big.bin (size random bytes) from a
+// real versitygw, sets the test credentials in the environment, and
+// returns the endpoint and big.bin's sha256. It skips without root,
+// /dev/fuse or versitygw.
+func s3Bucket(t *testing.T, size int) (endpoint, sum string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (FUSE mounts, nsenter); run the tests as root")
 	}
@@ -163,19 +164,28 @@ func TestS3MountsRoot(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(data, "libs", "jars"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	big := make([]byte, 50<<20)
+	big := make([]byte, size)
 	if _, err := rand.Read(big); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(data, "libs", "jars", "big.bin"), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("%x", sha256.Sum256(big))
-	endpoint := startVersitygw(t, vgw, data)
+	sum = fmt.Sprintf("%x", sha256.Sum256(big))
+	endpoint = startVersitygw(t, vgw, data)
 	t.Setenv("AWS_ACCESS_KEY_ID", "testkey")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "testsecret")
 	t.Setenv("AWSACCESSKEYID", "testkey")
 	t.Setenv("AWSSECRETACCESSKEY", "testsecret")
+	return endpoint, sum
+}
+
+// TestS3MountsRoot runs the whole lifecycle for real with the s3fs and
+// rclone drivers against versitygw: read and checksum, kill -9 healed,
+// agent restart adopting the daemon, removal from config unmounting. Then
+// the same with the daemon a transient unit of a real systemd.
+func TestS3MountsRoot(t *testing.T) {
+	endpoint, want := s3Bucket(t, 50<<20)
 
 	for _, driver := range []string{DriverS3fs, DriverRclone} {
 		t.Run(driver, func(t *testing.T) {
@@ -341,7 +351,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 		return d.w.Ready()
 	})
 	r := record()
-	wantArgv := s3.startArgv(&cfg3.S3Mounts[0])
+	wantArgv := s3.startArgv(&cfg3.S3Mounts[0], cfg3.S3Mounts[0].Cache)
 	// s3fs rewrites its argv in place (bucket:/prefix splits): compare the
 	// option, not the whole command line.
 	if got := s3.cmdline(r.PID); readOnlyFlag(got) || !slices.Equal(r.Argv, wantArgv) || slices.Equal(rec.Argv, wantArgv) {

@@ -50,6 +50,14 @@ type S3Options struct {
 	// own, outside the agent container's, so they outlive the agent pod
 	// (supervisor cgroup). "" leaves them in the agent's cgroup.
 	CgroupRoot string `yaml:"cgroupRoot"`
+	// RaidMount is where raid mounts the instance-store array (its
+	// mount.path): a mount with cache "raid" gets <raidMount>/s3cache/<name>
+	// once it is mounted.
+	RaidMount string `yaml:"raidMount"`
+	// CacheWait is how long a mount with cache "raid" waits for RaidMount to
+	// be mounted before it mounts without a cache (an instance without
+	// instance store, raid off).
+	CacheWait time.Duration `yaml:"cacheWait"`
 	// CheckInterval is how often each mount's root is stat'ed.
 	CheckInterval time.Duration `yaml:"checkInterval"`
 	// StatTimeout bounds one stat of a mount's root (a hung daemon).
@@ -78,8 +86,8 @@ type S3MountConfig struct {
 	// ReadOnly mounts get --read-only and, with the mountpoint driver,
 	// --metadata-ttl indefinite unless metadataTTL says otherwise.
 	ReadOnly bool `yaml:"readOnly"`
-	// Cache is a local cache directory (host path, e.g. on the raid mount);
-	// "" = none.
+	// Cache is a local cache directory (host path), "raid" for one on the
+	// raid feature's NVMe mount (s3.raidMount), or "" for none.
 	Cache string `yaml:"cache"`
 	// MetadataTTL is mount-s3's --metadata-ttl: seconds, indefinite or minimal.
 	MetadataTTL string `yaml:"metadataTTL"`
@@ -106,6 +114,8 @@ func defaultS3Config() S3Config {
 			Supervisor:    SupervisorAuto,
 			SystemdSocket: "/run/systemd/private",
 			CgroupRoot:    "/sys/fs/cgroup",
+			RaidMount:     "/mnt/k8s-disks/0",
+			CacheWait:     5 * time.Minute,
 			CheckInterval: 2 * time.Second,
 			StatTimeout:   5 * time.Second,
 			MountTimeout:  30 * time.Second,
@@ -122,6 +132,9 @@ const (
 	MountNamespaceHost  = "host"
 	MountNamespaceAgent = "agent"
 )
+
+// CacheOnRaid as a mount's cache puts it on the raid mount.
+const CacheOnRaid = "raid"
 
 // Supervisors of the S3 daemons.
 const (
@@ -165,6 +178,12 @@ func (c *S3Config) validate(errs *config.Errors) {
 	}
 	if o.CgroupRoot != "" && !filepath.IsAbs(o.CgroupRoot) {
 		errs.Addf("s3.cgroupRoot", "must be an absolute path or empty, got %q", o.CgroupRoot)
+	}
+	if !filepath.IsAbs(o.RaidMount) || filepath.Clean(o.RaidMount) != o.RaidMount {
+		errs.Addf("s3.raidMount", "must be a clean absolute path, got %q", o.RaidMount)
+	}
+	if o.CacheWait < 0 {
+		errs.Addf("s3.cacheWait", "must be >= 0s, got %s", o.CacheWait)
 	}
 	if o.CheckInterval < 100*time.Millisecond {
 		errs.Addf("s3.checkInterval", "must be >= 100ms, got %s", o.CheckInterval)
@@ -220,8 +239,8 @@ func (c *S3Config) validate(errs *config.Errors) {
 			}
 			paths[mp] = i
 		}
-		if m.Cache != "" && !filepath.IsAbs(m.Cache) {
-			errs.Addf(config.JoinPath(p, "cache"), "must be an absolute path or empty, got %q", m.Cache)
+		if m.Cache != "" && m.Cache != CacheOnRaid && !filepath.IsAbs(m.Cache) {
+			errs.Addf(config.JoinPath(p, "cache"), "must be an absolute path, %s or empty, got %q", CacheOnRaid, m.Cache)
 		}
 		if m.MetadataTTL != "" && !metadataTTL.MatchString(m.MetadataTTL) {
 			errs.Addf(config.JoinPath(p, "metadataTTL"), "must be seconds, indefinite or minimal, got %q", m.MetadataTTL)

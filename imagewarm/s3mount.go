@@ -42,6 +42,8 @@ type s3Mount struct {
 	mu     sync.Mutex
 	up     bool
 	reason string // why not up
+
+	cacheWaitSince time.Time // a first mount began waiting for the raid mount (keep's own)
 }
 
 // mountRecord is what the agent keeps (in stateDir) about a mount it made:
@@ -53,6 +55,9 @@ type mountRecord struct {
 	Argv      []string `json:"argv"`
 	// Unit is the daemon's systemd unit; "" when in the agent's cgroup.
 	Unit string `json:"unit,omitempty"`
+	// Cache is the cache directory the agent chose (cache "raid"): made by
+	// it, removed with the mount.
+	Cache string `json:"cache,omitempty"`
 }
 
 func newS3Mounts(c *S3Config, host hostpath.Paths, ex hostexec.Runner, log *slog.Logger, m *s3metrics) *s3Mounts {
@@ -170,6 +175,9 @@ func (s *s3Mounts) teardown(ctx context.Context, rec *mountRecord) error {
 		}
 	}
 	_ = os.RemoveAll(s.host.Path(s.o.StateDir, rec.Name+".tmp"))
+	if rec.Cache != "" {
+		_ = os.RemoveAll(s.host.Path(rec.Cache))
+	}
 	return s.forget(rec.Name)
 }
 
