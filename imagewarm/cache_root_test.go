@@ -55,14 +55,6 @@ func TestS3CacheOnRaidRoot(t *testing.T) {
 		_ = exec.Command("umount", "-l", mountPath).Run()
 		_ = exec.Command("umount", "-l", raid).Run()
 	})
-	daemon := func() *mountRecord {
-		t.Helper()
-		rec, err := s3.readRecord("libs")
-		if err != nil || rec == nil {
-			t.Fatalf("record: %v %v", rec, err)
-		}
-		return rec
-	}
 
 	// No raid mount yet: waiting, not failing.
 	a := runWarmerOn(t, cfg, nil, host)
@@ -84,7 +76,7 @@ func TestS3CacheOnRaidRoot(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	eventually(t, 30*time.Second, "mounted once the raid mount is there", a.w.Ready)
-	rec := daemon()
+	rec := mustRecord(t, s3, "libs")
 	dir := filepath.Join(raid, "s3cache", "libs")
 	if rec.Cache != dir || !slices.ContainsFunc(s3.cmdline(rec.PID), func(a string) bool { return strings.Contains(a, "use_cache="+dir) }) {
 		t.Fatalf("record cache %q, daemon %q: want use_cache=%s", rec.Cache, s3.cmdline(rec.PID), dir)
@@ -100,7 +92,7 @@ func TestS3CacheOnRaidRoot(t *testing.T) {
 	a.stop()
 	b := runWarmerOn(t, cfg, nil, host)
 	eventually(t, 10*time.Second, "ready after restart", b.w.Ready)
-	if r := daemon(); r.PID != rec.PID {
+	if r := mustRecord(t, s3, "libs"); r.PID != rec.PID {
 		t.Fatalf("after restart: daemon %d, want the same %d", r.PID, rec.PID)
 	}
 	b.stop()
@@ -129,7 +121,7 @@ func TestS3CacheOnRaidRoot(t *testing.T) {
 	cfg3.S3.CacheWait = 0
 	d := runWarmerOn(t, &cfg3, nil, host)
 	eventually(t, 30*time.Second, "mounted without a cache", d.w.Ready)
-	rec = daemon()
+	rec = mustRecord(t, s3, "libs")
 	if rec.Cache != "" || slices.ContainsFunc(s3.cmdline(rec.PID), func(a string) bool { return strings.Contains(a, "use_cache=") }) {
 		t.Fatalf("record cache %q, daemon %q: want none", rec.Cache, s3.cmdline(rec.PID))
 	}
@@ -148,7 +140,7 @@ func TestS3CacheOnRaidRoot(t *testing.T) {
 		}
 		return nil
 	})
-	if r := daemon(); r.PID != rec.PID {
+	if r := mustRecord(t, s3, "libs"); r.PID != rec.PID {
 		t.Errorf("the raid mount appearing remounted: daemon %d, was %d", r.PID, rec.PID)
 	}
 	d.stop()

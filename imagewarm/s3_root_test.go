@@ -47,6 +47,30 @@ func versitygwBin() string {
 	return ""
 }
 
+// mustRecord is the agent's record of mount name: the test fails without.
+func mustRecord(t *testing.T, s3 *s3Mounts, name string) *mountRecord {
+	t.Helper()
+	rec, err := s3.readRecord(name)
+	if err != nil || rec == nil {
+		t.Fatalf("record of %s: %v %v", name, rec, err)
+	}
+	return rec
+}
+
+// startLogged starts cmd, its output in file name of a temp dir.
+func startLogged(t *testing.T, cmd *exec.Cmd, name string) {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startVersitygw serves dir (one subdirectory per bucket) on a free
 // loopback port and returns its URL once it accepts connections.
 func startVersitygw(t *testing.T, bin, dir string) string {
@@ -58,15 +82,7 @@ func startVersitygw(t *testing.T, bin, dir string) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin, "--port", addr, "posix", dir)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY=testkey", "ROOT_SECRET_KEY=testsecret")
-	logf, err := os.Create(filepath.Join(t.TempDir(), "versitygw.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startLogged(t, cmd, "versitygw.log")
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -250,14 +266,6 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 		killDaemonsOf(t, driver, s3.nsPath(mountPath))
 		_ = exec.Command("umount", "-l", mountPath).Run()
 	})
-	record := func() *mountRecord {
-		t.Helper()
-		rec, err := s3.readRecord("libs")
-		if err != nil || rec == nil {
-			t.Fatalf("record: %v %v", rec, err)
-		}
-		return rec
-	}
 
 	// Mount and read.
 	api, k := startedKube(t)
@@ -267,7 +275,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin through the mount: sha256 %s, want %s", got, want)
 	}
-	rec := record()
+	rec := mustRecord(t, s3, "libs")
 	// Outside the agent's cgroup: the agent's daemon cgroup in every
 	// hierarchy (v1 cpuset too), or the unit's.
 	h.checkOutside(t, rec, host.Path(cfg.S3.CgroupRoot))
@@ -308,11 +316,11 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	})
 
 	// Agent restart: the new instance adopts the daemon (same PID).
-	rec = record()
+	rec = mustRecord(t, s3, "libs")
 	a.stop()
 	b := runWarmerOn(t, cfg, k, host)
 	eventually(t, 10*time.Second, "ready after restart", b.w.Ready)
-	if r := record(); r.PID != rec.PID || !s3.daemonAlive(r) {
+	if r := mustRecord(t, s3, "libs"); r.PID != rec.PID || !s3.daemonAlive(r) {
 		t.Fatalf("after restart: daemon %d, want the same %d alive", r.PID, rec.PID)
 	}
 	if got := fileSum(t, big); got != want {
@@ -350,7 +358,7 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 		}
 		return d.w.Ready()
 	})
-	r := record()
+	r := mustRecord(t, s3, "libs")
 	wantArgv := s3.startArgv(&cfg3.S3Mounts[0], cfg3.S3Mounts[0].Cache)
 	// s3fs rewrites its argv in place (bucket:/prefix splits): compare the
 	// option, not the whole command line.

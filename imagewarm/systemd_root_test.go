@@ -66,15 +66,7 @@ func bootSystemd(t *testing.T) int {
 	cmd := exec.Command("sh", append([]string{"-c",
 		`s=$1; shift; for f; do echo $$ >"$f"; done; exec unshare --pid --mount --fork --propagation private sh "$s"`,
 		"sh", script}, procs...)...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "systemd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startLogged(t, cmd, "systemd.log")
 	pid := 0
 	t.Cleanup(func() {
 		if pid > 0 {
