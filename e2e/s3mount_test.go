@@ -324,8 +324,14 @@ if [ "${s%% *}" = "$1" ]; then echo "OK $t"; else echo "FAIL $t $s"; fi; sleep 0
 	if d := again.Sub(killed); d > 10*time.Second {
 		t.Errorf("the pod read again %s after the kill, want within 10 s", d)
 	}
-	body := scrape(ctx, t)
-	if n := heals(body); n != 1 {
+	// Counted once the remount returns, a moment after the record the poll
+	// above saw is written: waited for, not read at once.
+	var body string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		body = scrape(ctx, t)
+		return heals(body) >= 1, nil
+	})
+	if n := heals(body); err != nil || n != 1 {
 		t.Errorf("heals counted %v, want 1:\n%s", n, grepLines(body, "s3_heals_total"))
 	}
 	pid, err = s3Record()

@@ -304,10 +304,15 @@ func testS3Lifecycle(t *testing.T, driver, endpoint, want string, h s3Host) {
 	if got := fileSum(t, big); got != want {
 		t.Fatalf("big.bin after the heal: sha256 %s, want %s", got, want)
 	}
-	if n := testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healENOTCONN)) +
-		testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healProcessGone)); n != 1 {
-		t.Errorf("heals counted: %v, want 1", n)
-	}
+	// Counted once the remount returns, a moment after the record the wait
+	// above saw is written.
+	eventually(t, 10*time.Second, "one heal counted", func() error {
+		if n := testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healENOTCONN)) +
+			testutil.ToFloat64(a.w.s3.m.heals.WithLabelValues("libs", healProcessGone)); n != 1 {
+			return fmt.Errorf("heals counted: %v, want 1", n)
+		}
+		return nil
+	})
 	eventually(t, 10*time.Second, "the S3MountHealed Event", func() error {
 		if evs := s3Events(api, "S3MountHealed"); len(evs) != 1 || !strings.HasPrefix(evs[0], "Normal libs (libs at "+mountPath+"): ") {
 			return fmt.Errorf("S3MountHealed Events %q, want one", evs)
