@@ -1,7 +1,6 @@
 package imagewarm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/prometheus/procfs"
 
 	"github.com/nodeagent/nodeagent/agent/hostexec"
 	"github.com/nodeagent/nodeagent/agent/hostpath"
@@ -285,13 +284,27 @@ func (s *s3Mounts) kill(ctx context.Context, rec *mountRecord, sig syscall.Signa
 	}
 }
 
-// cmdline is /proc/PID/cmdline split, nil when the process is gone.
-func (s *s3Mounts) cmdline(pid int) []string {
-	b, err := os.ReadFile(s.host.Proc(strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(b) == 0 {
-		return nil // gone, or a zombie
+// process is pid in the host's /proc (false: gone).
+func (s *s3Mounts) process(pid int) (procfs.Proc, bool) {
+	fs, err := procfs.NewFS(s.host.Proc())
+	if err != nil {
+		return procfs.Proc{}, false
 	}
-	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	p, err := fs.Proc(pid)
+	return p, err == nil
+}
+
+// cmdline is pid's command line, nil when the process is gone or a zombie.
+func (s *s3Mounts) cmdline(pid int) []string {
+	p, ok := s.process(pid)
+	if !ok {
+		return nil
+	}
+	argv, err := p.CmdLine()
+	if err != nil || len(argv) == 0 {
+		return nil
+	}
+	return argv
 }
 
 // daemonAlive: rec's process still runs and is a daemon of rec's path (a
@@ -303,16 +316,12 @@ func (s *s3Mounts) daemonAlive(rec *mountRecord) bool {
 // exited: pid is gone or a zombie (out of its cgroups). A process that is
 // still exiting has no cmdline any more but is not out yet.
 func (s *s3Mounts) exited(pid int) bool {
-	b, err := os.ReadFile(s.host.Proc(strconv.Itoa(pid), "stat"))
-	if err != nil {
+	p, ok := s.process(pid)
+	if !ok {
 		return true
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return true
-	}
-	f := strings.Fields(string(b[i+1:]))
-	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
+	st, err := p.Stat()
+	return err != nil || st.State == "Z" || st.State == "X"
 }
 
 // isDaemonOf: argv is a process of the same binary naming mountPath.
@@ -325,17 +334,17 @@ func isDaemonOf(argv, want []string, mountPath string) bool {
 
 // findDaemon scans /proc for the daemon started with argv.
 func (s *s3Mounts) findDaemon(argv []string, mountPath string) int {
-	entries, err := os.ReadDir(s.host.Proc())
+	fs, err := procfs.NewFS(s.host.Proc())
 	if err != nil {
 		return 0
 	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if isDaemonOf(s.cmdline(pid), argv, mountPath) {
-			return pid
+	procs, err := fs.AllProcs()
+	if err != nil {
+		return 0
+	}
+	for _, p := range procs {
+		if isDaemonOf(s.cmdline(p.PID), argv, mountPath) {
+			return p.PID
 		}
 	}
 	return 0
@@ -343,20 +352,15 @@ func (s *s3Mounts) findDaemon(argv []string, mountPath string) int {
 
 // rss is the daemon's resident memory in bytes (0 if unknown).
 func (s *s3Mounts) rss(pid int) float64 {
-	b, err := os.ReadFile(s.host.Proc(strconv.Itoa(pid), "status"))
+	p, ok := s.process(pid)
+	if !ok {
+		return 0
+	}
+	st, err := p.NewStatus()
 	if err != nil {
 		return 0
 	}
-	for line := range bytes.Lines(b) {
-		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
-			f := strings.Fields(string(v))
-			if len(f) > 0 {
-				kb, _ := strconv.ParseFloat(f[0], 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	return float64(st.VmRSS)
 }
 
 // newS3 registers the S3 metrics and allocates the mounts.
