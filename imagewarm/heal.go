@@ -297,13 +297,9 @@ func (s *s3Mounts) abandon(unit string, argv []string, nsMountPath, mountPath st
 // init, stdio to logFile), moved to the agent's cgroup once found.
 func (s *s3Mounts) startDaemon(ctx context.Context, c *S3MountConfig, argv []string, logFile string) (unit string, err error) {
 	if s.units != nil {
-		bin, err := s.hostBinary(argv[0])
-		if err != nil {
-			return "", err
-		}
 		unit = unitName(c.Name)
 		desc := fmt.Sprintf("nodeagent S3 mount %s (%s at %s)", c.Name, c.Bucket, c.MountPath)
-		return unit, s.units.start(ctx, unit, unitProperties(desc, bin, argv, daemonEnv(c.driver()), logFile))
+		return unit, s.units.start(ctx, unit, unitProperties(desc, argv, daemonEnv(c.driver()), logFile))
 	}
 	daemon := argv
 	if c.driver() == DriverRclone {

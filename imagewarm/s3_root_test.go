@@ -229,6 +229,9 @@ func TestS3MountsRoot(t *testing.T) {
 				testS3Lifecycle(t, DriverS3fs, endpoint, want, s3Host{systemd: sd, supervisor: sup})
 			})
 		}
+		t.Run("systemd-binary-missing", func(t *testing.T) {
+			testS3MissingBinary(t, endpoint, s3Host{systemd: sd, supervisor: SupervisorSystemd})
+		})
 	})
 }
 
@@ -467,4 +470,25 @@ func killDaemonsOf(t *testing.T, driver, mountPath string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// testS3MissingBinary: a driver binary the host does not have is a failed
+// mount whose reason names it (the unit's sh says "not found").
+func testS3MissingBinary(t *testing.T, endpoint string, h s3Host) {
+	root := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.S3.AllowedRoots = []string{filepath.Join(root, "mnt")}
+	cfg.S3.StateDir = filepath.Join(root, "state")
+	cfg.S3.CheckInterval = 200 * time.Millisecond
+	cfg.S3.Supervisor = h.supervisor
+	cfg.S3.S3fsPath = "s3fs-not-installed"
+	cfg.S3Mounts = []S3MountConfig{{Name: "libs", Bucket: "libs", MountPath: filepath.Join(root, "mnt", "libs"),
+		EndpointURL: endpoint, Driver: DriverS3fs, Required: true}}
+	a := runWarmerOn(t, cfg, nil, h.paths())
+	eventually(t, 30*time.Second, "the mount failed, naming the binary", func() error {
+		if err := a.w.Ready(); err == nil || !strings.Contains(err.Error(), "s3fs-not-installed: not found") {
+			return fmt.Errorf("ready: %v", err)
+		}
+		return nil
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,22 +72,30 @@ func (u *systemdUnits) close() {
 }
 
 // execStart is one ExecStart entry (D-Bus signature (sasb)): the binary,
-// its argv (argv[0] as given, so /proc shows the same command line as a
-// daemon the agent started itself) and whether an unclean exit fails.
+// its argv and whether an unclean exit fails.
 type execStart struct {
 	Path             string
 	Args             []string
 	UncleanIsFailure bool
 }
 
-// unitProperties: a service of Type=exec (its start job fails when the
-// binary cannot run), output appended to logFile, no restart (the agent
-// heals, and counts it), unloaded once dead so the name can start again.
-func unitProperties(desc, bin string, argv, env []string, logFile string) []sdbus.Property {
+// unitExec runs argv on the host: the host's /bin/sh finds argv[0] on the
+// unit's PATH (D-Bus takes only an absolute path, and the host's binaries
+// are not visible in the agent's container) and execs it, so /proc shows
+// the same command line as a daemon the agent started itself. A binary
+// missing on the host is sh's "not found" in the log.
+func unitExec(argv []string) execStart {
+	return execStart{Path: "/bin/sh", Args: append([]string{"/bin/sh", "-c", `exec "$@"`, "sh"}, argv...), UncleanIsFailure: true}
+}
+
+// unitProperties: a service of Type=exec, output appended to logFile, no
+// restart (the agent heals, and counts it), unloaded once dead so the name
+// can start again.
+func unitProperties(desc string, argv, env []string, logFile string) []sdbus.Property {
 	return []sdbus.Property{
 		sdbus.PropDescription(desc),
 		sdbus.PropType("exec"),
-		{Name: "ExecStart", Value: dbus.MakeVariant([]execStart{{Path: bin, Args: argv, UncleanIsFailure: true}})},
+		{Name: "ExecStart", Value: dbus.MakeVariant([]execStart{unitExec(argv)})},
 		{Name: "Environment", Value: dbus.MakeVariant(env)},
 		{Name: "StandardOutputFileToAppend", Value: dbus.MakeVariant(logFile)},
 		{Name: "StandardErrorFileToAppend", Value: dbus.MakeVariant(logFile)},
@@ -167,26 +174,6 @@ func (u *systemdUnits) kill(ctx context.Context, unit string, sig syscall.Signal
 func dbusErrorIs(err error, name string) bool {
 	var e dbus.Error
 	return errors.As(err, &e) && e.Name == name
-}
-
-// hostPATH is where a unit's binary is looked for on the host.
-var hostPATH = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
-
-// hostBinary is name as the host's systemd must be given it: an absolute
-// path, found on the host (not in the agent's image).
-func (s *s3Mounts) hostBinary(name string) (string, error) {
-	dirs := hostPATH
-	if filepath.IsAbs(name) {
-		dirs, name = []string{filepath.Dir(name)}, filepath.Base(name)
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(s.host.Path(p)); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found on the host in %s: install it on the node (AMI, user data) or set s3.mountS3Path/s3fsPath/rclonePath",
-		name, strings.Join(dirs, ":"))
 }
 
 // daemonEnv is what a unit's daemon gets of the agent's environment (a
