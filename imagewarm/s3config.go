@@ -115,7 +115,7 @@ func defaultS3Config() S3Config {
 			SystemdSocket: "/run/systemd/private",
 			CgroupRoot:    "/sys/fs/cgroup",
 			RaidMount:     "/mnt/k8s-disks/0",
-			CacheWait:     5 * time.Minute,
+			CacheWait:     2 * time.Minute,
 			CheckInterval: 2 * time.Second,
 			StatTimeout:   5 * time.Second,
 			MountTimeout:  30 * time.Second,
