@@ -1,6 +1,7 @@
 package dnscache
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -134,13 +135,19 @@ func (n *testNS) dial(t *testing.T, network, address string) net.Conn {
 }
 
 // serveUDP serves up's zone on address inside the namespace (a control
-// server without NOTRACK rules) until the returned stop is called.
+// server without NOTRACK rules) until the returned stop is called. It logs
+// each query it reads and what writing its answer returned, so that a lost
+// answer shows whether it was read and written (stop waits for the
+// handlers, so none logs after the test).
 func (n *testNS) serveUDP(t *testing.T, address string, up *authServer) (stop func()) {
 	t.Helper()
 	var srv *dns.Server
 	if err := netnsrun.Run(n.handle, func() error {
 		pc, err := net.ListenPacket("udp", address)
-		srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(up.serve)}
+		srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			t.Logf("control server %s: read %s from %s", w.LocalAddr(), r.Question[0].Name, w.RemoteAddr())
+			up.serve(loggedWriter{w, t}, r)
+		})}
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -148,6 +155,63 @@ func (n *testNS) serveUDP(t *testing.T, address string, up *authServer) (stop fu
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.ActivateAndServe() })
 	return func() { srv.Shutdown(); wg.Wait() }
+}
+
+// loggedWriter logs what writing an answer returned.
+type loggedWriter struct {
+	dns.ResponseWriter
+	t *testing.T
+}
+
+func (w loggedWriter) WriteMsg(m *dns.Msg) error {
+	err := w.ResponseWriter.WriteMsg(m)
+	w.t.Logf("control server %s: wrote the answer to %s for %s: err %v", w.LocalAddr(), w.RemoteAddr(), m.Question[0].Name, err)
+	return err
+}
+
+// evidence logs the namespace's state for a lost packet: its conntrack
+// flows and statistics (insert_failed, drop, clash_resolve), the kernel's
+// IP, UDP and ICMP counters (discards, no route, no port, buffer errors),
+// the addresses and local routes, the sockets with their queues, and the
+// host's per-CPU backlog drops (second column of softnet_stat).
+func (n *testNS) evidence(t *testing.T) {
+	t.Helper()
+	for _, c := range [][]string{
+		{"conntrack", "-L"}, {"conntrack", "-S"}, {"cat", "/proc/net/snmp6"},
+		{"ip", "addr"}, {"ip", "-6", "route", "show", "table", "local"},
+		{"ss", "-uanm"}, {"cat", "/proc/net/softnet_stat"},
+	} {
+		out, err := n.run(t, c...)
+		if c[1] == "/proc/net/snmp6" { // the counters that are not 0
+			var keep []string
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) == 2 && f[1] != "0" {
+					keep = append(keep, l)
+				}
+			}
+			out = strings.Join(keep, "\n")
+		}
+		t.Logf("%s (err %v):\n%s", strings.Join(c, " "), err, out)
+	}
+}
+
+// monitor records the namespace's link, address and route events with
+// their times (ip -ts monitor) until the returned stop ends it and returns
+// them.
+func (n *testNS) monitor(t *testing.T) (stop func() string) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command("ip", "-n", n.name, "-ts", "monitor", "link", "address", "route")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Logf("ip monitor: %v", err)
+		return func() string { return "" }
+	}
+	return sync.OnceValue(func() string {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return out.String()
+	})
 }
 
 // query asks address (inside the namespace) for name over network.
@@ -475,13 +539,23 @@ func TestRootIPv6(t *testing.T) {
 				}
 			}
 			// The control server is the harness's, not the cache under test.
-			// Its first reply was lost 3 times in a few hundred subtests, only
-			// with every root test running: the address was on the interface,
-			// the query had been read, conntrack held the flow unreplied, and
-			// the next query was answered. Where the reply goes is not found
-			// yet; a second try keeps the check, which needs one tracked flow.
-			if _, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6.example."); err != nil {
-				t.Logf("control query: %v; asking once more", err)
+			// Its first reply was lost 3 times in a few hundred subtests on 1
+			// December, only with the other root tests in the same run: the
+			// address was on the interface, the socket's queue was empty,
+			// conntrack held the flow unreplied, and the next query was
+			// answered. The mechanism is not found: none was lost in 2,064
+			// subtests under load on 2 December (534 beside the other root
+			// tests), nor in 136 on the code of 1 December. A second try keeps
+			// the check, which needs one tracked flow; a lost first answer
+			// logs what tells where it went (shown with go test -v): whether
+			// the server read the query and what its write returned, the
+			// events meanwhile, and the kernel's drop counters.
+			events := ns.monitor(t)
+			t.Logf("control query at %s", time.Now().Format(time.StampMicro))
+			_, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6.example.")
+			if ev := events(); err != nil {
+				t.Logf("control query: %v; asking once more. Events meanwhile:\n%s", err, ev)
+				ns.evidence(t)
 				if _, err := ns.query(t, "udp", "["+ctrl6+"]:53", "control6-again.example."); err != nil {
 					t.Fatal(err)
 				}
