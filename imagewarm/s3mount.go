@@ -343,7 +343,7 @@ func (s *s3Mounts) findDaemon(argv []string, mountPath string) int {
 		return 0
 	}
 	for _, p := range procs {
-		if isDaemonOf(s.cmdline(p.PID), argv, mountPath) {
+		if cl, err := p.CmdLine(); err == nil && isDaemonOf(cl, argv, mountPath) {
 			return p.PID
 		}
 	}
